@@ -1,0 +1,112 @@
+"""The early-exit network: a staged backbone with a fine head and a coarse head at every exit.
+
+Exits sit after the stages named in `exit_after` (the last kept stage is always an exit; stages
+after it are not built). `forward` returns one (fine_logits, coarse_logits) pair per exit, which
+is what training and the calibration cache need; `segments()` exposes the per-exit pieces for
+cost counting and for dynamic inference (trainables/exits.py), which runs a sample only as far
+as its exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.models import StagedBackbone, get_backbone
+
+HEADS = ("linear", "mlp", "conv")
+
+
+def make_head(kind: str, cin: int, n_out: int, hidden: int) -> nn.Module:
+    """One classifier head on a (B, C, H, W) feature map."""
+    pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if kind == "linear":
+        return nn.Sequential(*pool, nn.Linear(cin, n_out))
+    if kind == "mlp":
+        return nn.Sequential(*pool, nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_out))
+    if kind == "conv":
+        # one 3x3 conv before pooling gives a shallow exit some spatial processing of its own
+        return nn.Sequential(
+            nn.Conv2d(cin, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            *pool, nn.Linear(hidden, n_out),
+        )
+    raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
+
+
+class ExitHeads(nn.Module):
+    def __init__(self, kind: str, cin: int, n_fine: int, n_coarse: int, hidden: int) -> None:
+        super().__init__()
+        self.fine = make_head(kind, cin, n_fine, hidden)
+        self.coarse = make_head(kind, cin, n_coarse, hidden)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fine(h), self.coarse(h)
+
+
+class EarlyExitNet(nn.Module):
+    def __init__(
+        self,
+        backbone: StagedBackbone,
+        exit_after: Sequence[int],
+        n_fine: int,
+        n_coarse: int,
+        head: str = "linear",
+        head_hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        n = len(backbone)
+        exits = sorted(set(int(e) for e in exit_after))
+        if not exits or exits[0] < 0 or exits[-1] >= n:
+            raise ValueError(f"exit_after must name stages in 0..{n - 1}, got {list(exit_after)}")
+        self.exit_after = exits
+        # stages after the last exit would never run: drop them
+        self.stages = nn.ModuleList(list(backbone.stages)[: exits[-1] + 1])
+        self.heads = nn.ModuleList(
+            ExitHeads(head, backbone.stage_channels[e], n_fine, n_coarse, head_hidden) for e in exits
+        )
+        self.n_fine, self.n_coarse = n_fine, n_coarse
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.exit_after)
+
+    def segments(self) -> list[tuple[nn.Module, ExitHeads]]:
+        """Per exit: the stages that run since the previous exit, and that exit's heads."""
+        out, start = [], 0
+        for e, heads in zip(self.exit_after, self.heads):
+            out.append((nn.Sequential(*self.stages[start : e + 1]), heads))
+            start = e + 1
+        return out
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        outs = []
+        h = x
+        k = 0
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if k < len(self.exit_after) and i == self.exit_after[k]:
+                outs.append(self.heads[k](h))
+                k += 1
+        return outs
+
+
+def build_early_exit_net(config: dict[str, Any], in_channels: int, n_fine: int, n_coarse: int) -> EarlyExitNet:
+    """Build from a flat config: `backbone`, `backbone.<arg>` entries, `exit_after`, `head`, `head_hidden`."""
+    prefix = "backbone."
+    bb_kwargs = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+    backbone = get_backbone(config["backbone"], in_channels=in_channels, **bb_kwargs)
+    exit_after = config.get("exit_after")
+    if exit_after is None:
+        exit_after = list(range(len(backbone)))
+    exit_after = [e if e >= 0 else len(backbone) + e for e in exit_after]
+    return EarlyExitNet(
+        backbone,
+        exit_after,
+        n_fine,
+        n_coarse,
+        head=config.get("head", "linear"),
+        head_hidden=int(config.get("head_hidden", 128)),
+    )
