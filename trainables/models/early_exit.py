@@ -94,8 +94,10 @@ class EarlyExitNet(nn.Module):
 
 
 def build_early_exit_net(config: dict[str, Any], in_channels: int, n_fine: int, n_coarse: int) -> EarlyExitNet:
-    """Build from a flat config: `backbone`, `backbone.<arg>` entries, `exit_after`, `head`, `head_hidden`."""
-    prefix = "backbone."
+    """Build from a flat config: `backbone`, `<backbone>.<arg>` entries (e.g. `resnet.width`),
+    `exit_after`, `head`, `head_hidden`. Backbone arguments carry the backbone's name so that one
+    study can search two backbones whose arguments differ in kind."""
+    prefix = f"{config['backbone']}."
     bb_kwargs = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
     backbone = get_backbone(config["backbone"], in_channels=in_channels, **bb_kwargs)
     exit_after = config.get("exit_after")

@@ -1,0 +1,148 @@
+"""Live progress of a search: a rich panel driven by Tune's callback hooks, and the results
+writer that rebuilds `results.parquet` whenever a trial ends.
+
+Both callbacks are picklable (Tune stores its run config for `--resume`): the rich `Live`
+object is created in `setup()` and dropped from the pickled state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+__all__ = ["LiveDisplay", "ResultsWriter"]
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class ProgressState:
+    """Counts and timings the display shows; pure bookkeeping, tested without Tune."""
+
+    def __init__(self, total_trials: int, concurrency: int) -> None:
+        self.total = total_trials
+        self.concurrency = max(1, concurrency)
+        self.started_at = time.time()
+        self.running: dict[str, float] = {}
+        self.done = 0
+        self.failed = 0
+        self.durations: list[float] = []
+        self.best_hv: float | None = None
+        self.front_size = 0
+        self.last_event = ""
+
+    def start(self, trial_id: str) -> None:
+        self.running.setdefault(trial_id, time.time())
+
+    def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        hv = metrics.get("hypervolume")
+        if hv is not None and metrics.get("hv_kind") == "calibrated":
+            self.best_hv = hv if self.best_hv is None else max(self.best_hv, hv)
+        self.last_event = f"{trial_id}: epoch {metrics.get('epoch')} hv {hv if hv is None else round(hv, 4)}"
+
+    def finish(self, trial_id: str, failed: bool) -> None:
+        t0 = self.running.pop(trial_id, None)
+        if t0 is not None:
+            self.durations.append(time.time() - t0)
+        if failed:
+            self.failed += 1
+        else:
+            self.done += 1
+
+    def remaining_seconds(self) -> float | None:
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        left = max(0, self.total - self.done - self.failed)
+        waves = -(-left // self.concurrency)
+        running_elapsed = [time.time() - t for t in self.running.values()]
+        started_credit = min(running_elapsed) if running_elapsed else 0.0
+        return max(0.0, waves * mean - started_credit)
+
+    def table(self) -> Table:
+        t = Table(title="search", show_header=False, expand=False)
+        t.add_column(style="bold")
+        t.add_column()
+        pending = max(0, self.total - self.done - self.failed - len(self.running))
+        t.add_row("trials", f"{len(self.running)} running, {self.done} done, {self.failed} failed, {pending} pending")
+        t.add_row("best hypervolume", "-" if self.best_hv is None else f"{self.best_hv:.4f}")
+        t.add_row("global front", f"{self.front_size} points")
+        t.add_row("elapsed / remaining", f"{_fmt_seconds(time.time() - self.started_at)} / ~{_fmt_seconds(self.remaining_seconds())}")
+        if self.last_event:
+            t.add_row("last", self.last_event)
+        return t
+
+
+class LiveDisplay(Callback):
+    def __init__(self, total_trials: int, concurrency: int) -> None:
+        self.state = ProgressState(total_trials, concurrency)
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_live"] = None
+        return d
+
+    def setup(self, **info: Any) -> None:
+        self._live = Live(self.state.table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
+        self._live.start()
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.state.table())
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.state.start(trial.trial_id)
+        self._refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.state.result(trial.trial_id, result)
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.state.finish(trial.trial_id, failed=False)
+        self._refresh()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.state.finish(trial.trial_id, failed=True)
+        self._refresh()
+
+    def on_experiment_end(self, trials, **info):
+        self._refresh()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class ResultsWriter(Callback):
+    """Rebuilds the results tables after every finished trial (atomic writes)."""
+
+    def __init__(self, write: Callable[[], int], display: LiveDisplay | None = None) -> None:
+        self.write = write  # returns the global front size
+        self.display = display
+
+    def _write(self) -> None:
+        try:
+            n = self.write()
+        except Exception as exc:  # a table error must not stop the search; the final write reports it
+            if self.display is not None:
+                self.display.state.last_event = f"results not written: {exc}"
+            return
+        if self.display is not None:
+            self.display.state.front_size = n
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write()

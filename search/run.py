@@ -1,0 +1,133 @@
+"""`python -m search.run --space NAME`: train every candidate, calibrate its exits, report fronts.
+
+Exit codes: 0 done (even when some trials failed: they are in the results with their reasons);
+2 bad input (unknown space or dataset, bad value, missing data); 1 the search itself broke;
+130 interrupted (results and report written so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from search.spec import RunSpec, default_run_name
+
+
+def _parser() -> argparse.ArgumentParser:
+    from spaces import list_spaces
+    from trainables.data import list_datasets
+
+    p = argparse.ArgumentParser(
+        prog="python -m search.run",
+        description="Search a named space of early-exit / hierarchical classifiers with Ray Tune + Optuna, "
+        "calibrate each trained network's exits, and report Pareto fronts.",
+        epilog=f"spaces: {', '.join(list_spaces())}.  datasets: {', '.join(list_datasets())}.",
+    )
+    p.add_argument("--space", required=True, help=f"one of: {', '.join(list_spaces())}")
+    p.add_argument("--data", default=None, help=f"dataset (default: the space's); one of: {', '.join(list_datasets())}")
+    p.add_argument("--data-root", default=None, help="directory holding the dataset's official files")
+    p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
+    p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
+    p.add_argument("--budget", default="smoke", choices=["smoke", "full"], help="smoke: minutes on a laptop; full: a real search")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
+    p.add_argument("--address", default=None, help="Ray cluster address to join (default: start Ray locally)")
+    p.add_argument("--storage", default="runs", help="directory of run directories; shared by all nodes on a cluster")
+    p.add_argument("--name", default=None, help="run name (default: SPACE-UTCTIME)")
+    p.add_argument("--resume", action="store_true", help="resume the run --name in --storage")
+    p.add_argument("--seed", type=int, default=0, help="run seed; each trial's seed derives from it")
+    p.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"], help="Tune scheduler (asha stops weak trials early)")
+    p.add_argument("--retries", type=int, default=1, help="times a crashed trial is retried from its checkpoint")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-report", action="store_true", help="skip building report.html at the end")
+    return p
+
+
+def _fail(console: Console, msg: str, code: int = 2) -> int:
+    console.print(f"[bold red]error:[/] {msg}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=True)
+    args = _parser().parse_args(argv)
+    from spaces import get_space
+    from trainables.data import DatasetUnavailable, list_datasets
+
+    try:
+        space = get_space(args.space)
+    except KeyError as exc:
+        return _fail(console, str(exc.args[0]))
+    data = args.data or space.default_data
+    if data not in list_datasets():
+        return _fail(console, f"unknown dataset {data!r}; known: {', '.join(list_datasets())}")
+    if args.resume and not args.name:
+        return _fail(console, "--resume needs --name of the run to resume")
+    budget = space.budget(args.budget)
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        import torch
+
+        gpus = 0.25 if torch.cuda.is_available() else 0.0
+    try:
+        spec = RunSpec(
+            space=args.space,
+            data=data,
+            name=args.name or default_run_name(args.space),
+            storage=str(Path(args.storage).resolve()),
+            budget=args.budget,
+            trials=args.trials if args.trials is not None else budget.trials,
+            seed=args.seed,
+            data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+            download=args.download,
+            gpus_per_trial=gpus,
+            cpus_per_trial=args.cpus_per_trial,
+            address=args.address,
+            resume=args.resume,
+            scheduler=args.scheduler,
+            retries=args.retries,
+            device=args.device,
+            report=not args.no_report,
+        )
+    except ValueError as exc:
+        return _fail(console, str(exc))
+    if spec.run_dir.exists() and (spec.run_dir / "spec.json").exists() and not spec.resume:
+        return _fail(console, f"run directory {spec.run_dir} exists: pick another --name, or add --resume")
+    if spec.gpus_per_trial > 1:
+        return _fail(console, "multi-GPU trials (--gpus-per-trial > 1) are not supported yet; use <= 1")
+
+    console.print(f"[bold]run[/] {spec.name}: space {spec.space}, data {spec.data}, budget {spec.budget}, "
+                  f"{spec.trials} trials -> {spec.run_dir}")
+    from search.tuner import run_search
+
+    code = 0
+    try:
+        run_search(spec, console)
+    except DatasetUnavailable as exc:
+        return _fail(console, str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: results written so far are kept; resume with --resume --name " + spec.name)
+        code = 130
+    except Exception as exc:  # the search itself broke (not a trial: those are recorded)
+        console.print_exception(max_frames=5)
+        code = _fail(console, f"search failed: {type(exc).__name__}: {exc}", 1)
+    if spec.report and (spec.run_dir / "results.parquet").exists():
+        from reports.build import build_report
+        from reports.summary import print_summary
+
+        try:
+            path = build_report(spec.run_dir)
+            print_summary(spec.run_dir, Console())
+            console.print(f"[bold green]report[/] {path}")
+        except Exception as exc:
+            console.print_exception(max_frames=5)
+            code = code or _fail(console, f"report failed: {type(exc).__name__}: {exc}", 1)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The frozen spec of a run: everything `search.run` was asked to do, stored beside its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunSpec", "default_run_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def default_run_name(space: str) -> str:
+    return f"{space}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    space: str
+    data: str  # dataset name
+    name: str  # run name: the run directory's name under `storage`
+    storage: str  # absolute directory (or shared filesystem path) holding run directories
+    budget: str = "smoke"
+    trials: int = 4
+    seed: int = 0
+    data_root: str | None = None
+    download: bool = False
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    address: str | None = None  # None: start Ray locally in-process
+    resume: bool = False
+    scheduler: str = "fifo"  # "fifo" | "asha" (acts on the space's first objective, per epoch)
+    retries: int = 1  # times Tune restarts a crashed trial from its last checkpoint
+    device: str = "auto"
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"run name {self.name!r}: use letters, digits, '_', '.', '-' (at most 100)")
+        if self.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        if self.gpus_per_trial < 0:
+            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise ValueError("--gpus-per-trial above 1 must be a whole number")
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.scheduler not in ("fifo", "asha"):
+            raise ValueError(f"--scheduler must be fifo or asha, got {self.scheduler!r}")
+        if self.retries < 0:
+            raise ValueError("--retries must be >= 0")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})

@@ -1,0 +1,281 @@
+"""Ray Tune + OptunaSearch over a define-by-run space: the distributed search of a run.
+
+- Ray starts locally in-process by default; `address` joins a cluster (then `storage` must be
+  a path every node sees, and the project's packages travel as `py_modules`).
+- The Optuna study lives in Journal-file storage inside the run directory (`study.journal`),
+  so it survives the driver and can be inspected with plain Optuna.
+- Metric and mode are set on the searcher only (a list for multi-objective spaces); a Tune
+  scheduler, when asked for, acts on the space's first objective per epoch. A trial a
+  scheduler stops reaches Optuna as COMPLETE with its partial values, so its fidelity is
+  recorded (Optuna user attribute and the results table) and it is kept off every front.
+- Trials run in reused actors (Tune's `reuse_actors`): the trial function resets the
+  process-wide state it touches (Accelerate singletons, seeds, torch threads) on entry.
+- A trial that raises or diverges is recorded as failed with its reason and the search goes on;
+  Tune retries a crashed trial `retries` times from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+import zlib
+from pathlib import Path
+from typing import Any
+
+from search.atomic import write_json
+from search.collect import collect, write_tables
+from search.spec import RunSpec
+from spaces import Space, get_space
+
+__all__ = ["run_search", "reference_flops", "trial_seed"]
+
+_PACKAGES = ("search", "spaces", "trainables", "reports")
+
+
+def trial_seed(run_seed: int, trial_id: str) -> int:
+    """A per-trial seed derived from the run's seed: reproducible, distinct across trials."""
+    return (int(run_seed) * 1_000_003 + zlib.crc32(trial_id.encode())) % 2**31
+
+
+def reference_flops(space: Space, spec: RunSpec) -> float:
+    """FLOPs of the space's largest network on this dataset's image shape (cost normaliser)."""
+    from trainables.cost import exit_flops
+    from trainables.data import get_dataset
+    from trainables.models import build_early_exit_net
+
+    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=space.budget(spec.budget).data_size)
+    best = 0.0
+    for cfg in space.largest_configs(space.budget(spec.budget)):
+        net = build_early_exit_net(cfg, ds.channels, ds.n_fine, ds.n_coarse)
+        best = max(best, float(exit_flops(net, ds.channels, ds.image_size)[-1]))
+    return best
+
+
+class _TuneReporter:
+    """trainables.loop.Reporter on top of tune.report / tune.get_checkpoint."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=ckpt)
+
+    def get_checkpoint(self) -> str | None:
+        from ray import tune
+
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        # the checkpoint may sit on remote storage: bring it to a local directory
+        return ckpt.to_directory()
+
+
+def run_trial(config: dict[str, Any], spec: dict[str, Any], ref_flops: float) -> None:
+    """The Tune function trainable: one trial of the space, its failures written down."""
+    from ray import tune
+
+    from trainables.loop import TrialContext
+
+    spec_obj = RunSpec.from_dict(spec)
+    space = get_space(spec_obj.space)
+    budget = space.budget(spec_obj.budget)
+    trial_id = tune.get_context().get_trial_id()
+    trial_dir = spec_obj.run_dir / "trials" / trial_id
+    ctx = TrialContext(
+        trial_dir=str(trial_dir),
+        reporter=_TuneReporter(),
+        data=spec_obj.data,
+        data_root=spec_obj.data_root,
+        data_size=budget.data_size,
+        download=spec_obj.download,
+        epochs=budget.epochs,
+        seed=trial_seed(spec_obj.seed, trial_id),
+        device=spec_obj.device,
+        reference_flops=ref_flops,
+        cpu_threads=max(1, int(spec_obj.cpus_per_trial)),
+        calibration=budget.calibration,
+        trial_id=trial_id,
+    )
+    try:
+        space.trainable(config, ctx)
+    except BaseException as exc:
+        record_failure(trial_dir, config, exc)
+        raise
+
+
+def record_failure(trial_dir: Path, config: dict[str, Any], exc: BaseException) -> None:
+    """Write the failure's reason into the trial's status, keeping what it had written."""
+    path = Path(trial_dir) / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        status = {"config": config}
+    status["status"] = "failed"
+    status["error"] = f"{type(exc).__name__}: {exc}"
+    status["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    write_json(path, status)
+
+
+def _searcher(space: Space, spec: RunSpec):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FidelityOptunaSearch(OptunaSearch):
+        """OptunaSearch that records each trial's Tune id and fidelity as Optuna user
+        attributes, and marks a trial that errored as FAIL even after it had reported
+        (the stock searcher would tell Optuna its last, partial values as COMPLETE)."""
+
+        def suggest(self, trial_id: str):
+            params = super().suggest(trial_id)
+            ot = self._ot_trials.get(trial_id)
+            if ot is not None:
+                ot.set_user_attr("tune_trial_id", trial_id)
+            return params
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+            ot = self._ot_trials.get(trial_id)
+            if ot is not None and result:
+                ot.set_user_attr("fidelity", result.get("fidelity"))
+                ot.set_user_attr("hv_kind", result.get("hv_kind"))
+            if error and ot is not None and trial_id not in self._completed_trials:
+                self._ot_study.tell(ot, None, state=optuna.trial.TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+        def trial_numbers(self) -> dict[str, int]:
+            return {tid: t.number for tid, t in self._ot_trials.items()}
+
+    storage = JournalStorage(JournalFileBackend(str(spec.run_dir / "study.journal")))
+    metrics = list(space.objectives)
+    modes = [space.objectives[m] for m in metrics]
+    sampler = optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
+    return FidelityOptunaSearch(
+        space=space.search_space(space.budget(spec.budget)),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=sampler,
+        study_name=spec.name,
+        storage=storage,
+        seed=spec.seed,
+    )
+
+
+def _concurrency(spec: RunSpec) -> int:
+    import ray
+
+    res = ray.cluster_resources()
+    by_cpu = int(res.get("CPU", 1) // spec.cpus_per_trial)
+    if spec.gpus_per_trial > 0:
+        return max(1, min(by_cpu, int(res.get("GPU", 0) // spec.gpus_per_trial)))
+    return max(1, by_cpu)
+
+
+def run_search(spec: RunSpec, console=None) -> Path:
+    """Run (or resume) the search a spec describes; returns the run directory."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.live import LiveDisplay, ResultsWriter
+    from search.provenance import collect as provenance
+
+    space = get_space(spec.space)
+    budget = space.budget(spec.budget)
+    run_dir = spec.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ref = reference_flops(space, spec)  # also fails fast on a missing dataset
+
+    spec_doc = {
+        **spec.to_dict(),
+        "run": spec.name,
+        "dataset": spec.data,
+        "objectives": space.objectives,
+        "point_objectives": space.point_objectives,
+        "hv_reference": [0.0, 0.0, 1.0],
+        "reference_flops": ref,
+        "budget_detail": {"epochs": budget.epochs, "data_size": budget.data_size, "calibration": budget.calibration},
+        "flops_convention": (
+            "FLOPs per image counted by torch.utils.flop_counter.FlopCounterMode at batch 1 "
+            "(2 FLOPs per multiply-accumulate of matmuls and convolutions); cost to exit k includes "
+            "every backbone stage up to k and the fine and coarse heads of exits 1..k; expected "
+            "FLOPs = sum over exits of (fraction exiting there) x (cost to that exit); normalised "
+            "by the FLOPs of the space's largest network."
+        ),
+        "specificity_definition": "fraction of answers given at the fine (class) level rather than the coarse (superclass) level",
+        "provenance": provenance(),
+    }
+    spec_path = run_dir / "spec.json"
+    if spec.resume and spec_path.exists():
+        old = json.loads(spec_path.read_text())
+        spec_doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
+    write_json(spec_path, spec_doc)
+
+    if not ray.is_initialized():
+        init_kw: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "ERROR",
+                                   "log_to_driver": False}
+        if spec.address:
+            root = Path(__file__).resolve().parents[1]
+            init_kw["address"] = spec.address
+            init_kw["runtime_env"] = {"py_modules": [str(root / p) for p in _PACKAGES]}
+        ray.init(**init_kw)
+
+    concurrency = _concurrency(spec)
+    searcher = _searcher(space, spec)
+    display = LiveDisplay(spec.trials, concurrency)
+
+    def write_results() -> int:
+        info = {tid: {"number": n} for tid, n in searcher.trial_numbers().items()}
+        results, curves = collect(run_dir, spec_doc, info, space.point_objectives)
+        write_tables(run_dir, results, curves)
+        return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
+                       if on and split == "test"))
+
+    writer = ResultsWriter(write_results, display)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec.to_dict(), ref_flops=ref),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+    )
+    scheduler = None
+    if spec.scheduler == "asha":
+        first = next(iter(space.objectives))
+        scheduler = ASHAScheduler(metric=first, mode=space.objectives[first], time_attr="training_iteration",
+                                  max_t=budget.epochs, grace_period=1, reduction_factor=2)
+    tune_storage = str(Path(spec.storage).resolve())
+    if spec.resume and tune.Tuner.can_restore(str(run_dir)):
+        tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=spec.trials,
+                reuse_actors=True,
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=tune_storage,
+                failure_config=tune.FailureConfig(max_failures=spec.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[display, writer],
+                verbose=0,
+            ),
+        )
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    grid = tuner.fit()
+
+    # Tune's view of each trial: errors the trial could not write down itself (killed worker)
+    info: dict[str, dict[str, Any]] = {tid: {"number": n} for tid, n in searcher.trial_numbers().items()}
+    for r in grid:
+        tid = r.metrics.get("trial_id") if r.metrics else None
+        tid = tid or Path(r.path).name
+        if r.error is not None:
+            info.setdefault(tid, {})["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1] if str(r.error).strip() else ''}"
+    results, curves = collect(run_dir, spec_doc, info, space.point_objectives)
+    write_tables(run_dir, results, curves)
+    return run_dir
