@@ -149,6 +149,7 @@ def _searcher(space: Space, spec: RunSpec):
         def trial_numbers(self) -> dict[str, int]:
             return {tid: t.number for tid, t in self._ot_trials.items()}
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(spec.run_dir / "study.journal")))
     metrics = list(space.objectives)
     modes = [space.objectives[m] for m in metrics]

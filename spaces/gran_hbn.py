@@ -26,7 +26,7 @@ from trainables.loop import train
 BUDGETS = {
     # smoke: 2 CPU cores, a few minutes for the whole search (README quick start)
     "smoke": Budget(
-        "smoke", epochs=3, data_size="smoke", trials=4,
+        "smoke", epochs=2, data_size="smoke", trials=4,
         calibration={"n_trials": 128, "neighbours": 16, "population": 32, "levels": 32, "max_points": 48},
     ),
     "full": Budget(
@@ -35,10 +35,10 @@ BUDGETS = {
     ),
 }
 
-RESNET_WIDTHS = {"smoke": [8, 16], "full": [16, 32, 64]}
+RESNET_WIDTHS = {"smoke": [8], "full": [16, 32, 64]}
 RESNET_BLOCKS = {"smoke": (1, 1), "full": (1, 2)}
 ALEXNET_WIDTHS = {"smoke": [0.125, 0.25], "full": [0.5, 1.0]}
-HEAD_HIDDEN = {"smoke": [32, 64], "full": [128, 256]}
+HEAD_HIDDEN = {"smoke": [16, 32], "full": [128, 256]}
 BATCH_SIZES = {"smoke": [64, 128], "full": [128, 256, 512]}
 
 

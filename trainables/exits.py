@@ -371,6 +371,16 @@ def calibrate(
     study = optuna.create_study(directions=["maximize", "maximize", "minimize"], sampler=sampler)
     dists = {f"tf{k}": optuna.distributions.IntDistribution(0, levels - 1) for k in range(K)}
     dists.update({f"tc{k}": optuna.distributions.IntDistribution(0, levels - 1) for k in range(K - 1)})
+    # the fixed policies ("always exit k, fine/coarse") are the corners of the grid: start there
+    top = levels - 1
+    for k in range(K):
+        for fine_level in (True, False):
+            p = {f"tf{j}": 0 for j in range(K)} | {f"tc{j}": 0 for j in range(K - 1)}
+            if fine_level:
+                p[f"tf{k}"] = top
+            elif k < K - 1:
+                p[f"tc{k}"] = top
+            study.enqueue_trial(p)
     all_f, all_c, all_obj = [], [], []
     asked = 0
     step = max(1, levels // 16)

@@ -288,6 +288,27 @@ def operating_points(calib_cache: ExitCache, test_cache: ExitCache, calibration:
     return res, points, per_exit
 
 
+def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn: GranularLoss, accelerator, epoch: int,
+              max_steps: int | None = None) -> torch.Tensor:
+    """One training epoch; returns the summed loss as a device tensor (no sync per step)."""
+    model.train()
+    steps = len(loader)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for step, (x, yf, yc) in enumerate(loader.epoch(epoch)):
+        if max_steps is not None and step >= max_steps:
+            break
+        with accelerator.autocast():
+            outs = model(x)
+        loss = loss_fn(outs, yf, yc, epoch + step / steps)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
 def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     """Train one early-exit network, calibrate its exits, and report. Returns the final metrics."""
     from accelerate import Accelerator
@@ -370,18 +391,8 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     steps = len(train_loader)
     for epoch in range(start_epoch, epochs):
-        model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for step, (x, yf, yc) in enumerate(train_loader.epoch(epoch)):
-            with accelerator.autocast():
-                outs = model(x)
-            loss = loss_fn(outs, yf, yc, epoch + step / steps)
-            opt.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
+        loss_sum = run_epoch(model, opt, sched, train_loader, loss_fn, accelerator, epoch)
         mean_loss = float(loss_sum.item()) / steps  # one device sync per epoch, not per step
         if not math.isfinite(mean_loss):
             raise TrialDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}/{epochs}")

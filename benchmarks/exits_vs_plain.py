@@ -1,0 +1,76 @@
+"""Do exits cost the final answer? The same backbone trained twice at the same budget:
+
+- gran_hbn: exits after every stage, fine and coarse heads at each, the granular loss;
+- plain: one exit after the last stage, fine loss only (coarse weight 0): an ordinary classifier.
+
+Both go through the platform's own `train()` (same data, seed, optimiser, schedule, epochs) and
+the final exit's fine accuracy on the calibration (validation) split is compared; the target is
+a gap within 1 point. Default: CIFAR-10 from ../shared/data when present, else synthetic.
+
+    python -m benchmarks.exits_vs_plain [--data cifar10 --data-root ../shared/data/cifar10]
+        [--epochs 15] [--width 64] [--blocks 2] [--size full|smoke] [--seeds 1]
+
+Prints one JSON line per network and seed, then the mean gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from trainables.loop import LocalReporter, TrialContext, train
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="cifar10" if (_SHARED / "cifar10-train.npz").exists() else "synthetic")
+    ap.add_argument("--data-root", default=str(_SHARED) if _SHARED.exists() else None)
+    ap.add_argument("--size", default="full" if cuda else "smoke")
+    ap.add_argument("--epochs", type=int, default=15 if cuda else 3)
+    ap.add_argument("--width", type=int, default=64 if cuda else 16)
+    ap.add_argument("--blocks", type=int, default=2 if cuda else 1)
+    ap.add_argument("--batch", type=int, default=512 if cuda else 128)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    common = {
+        "backbone": "resnet", "resnet.width": args.width, "resnet.blocks": args.blocks, "resnet.n_stages": 4,
+        "head": "linear", "optimizer": "sgd", "lr": 0.2 if cuda else 0.05, "weight_decay": 5e-4,
+        "lr_schedule": "onecycle", "batch_size": args.batch, "epochs": args.epochs, "label_smoothing": 0.1,
+    }
+    nets = {
+        "gran_hbn": {**common, "exit_after": [0, 1, 2, 3], "lambda_fine": 1.0, "lambda_coarse": 0.5, "exit_weight_last": 1.0},
+        "plain": {**common, "exit_after": [3], "lambda_fine": 1.0, "lambda_coarse": 0.0},
+    }
+    gaps = []
+    for seed in range(args.seeds):
+        acc = {}
+        for name, cfg in nets.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                ctx = TrialContext(trial_dir=tmp, reporter=LocalReporter(tmp), data=args.data, data_root=args.data_root,
+                                   data_size=args.size, epochs=args.epochs, seed=seed, cpu_threads=args.threads,
+                                   calibration={"n_trials": 32, "neighbours": 8, "population": 16, "levels": 16})
+                t = time.perf_counter()
+                m = train(cfg, ctx)
+                acc[name] = m["final_fine_acc"]
+                print(json.dumps({"net": name, "seed": seed, "data": args.data, "epochs": args.epochs,
+                                  "final_exit_calib_fine_acc": round(m["final_fine_acc"], 4),
+                                  "final_exit_test_fine_acc": round(m["test_final_fine_acc"], 4),
+                                  "seconds": round(time.perf_counter() - t, 1),
+                                  "device": "cuda" if cuda else "cpu"}))
+        gaps.append(acc["plain"] - acc["gran_hbn"])
+    print(json.dumps({"mean_gap_points_plain_minus_gran_hbn": round(100 * sum(gaps) / len(gaps), 2), "seeds": args.seeds,
+                      "within_1_point": abs(100 * sum(gaps) / len(gaps)) <= 1.0}))
+
+
+if __name__ == "__main__":
+    main()
