@@ -57,7 +57,7 @@ def main() -> None:
         for name, cfg in nets.items():
             with tempfile.TemporaryDirectory() as tmp:
                 ctx = TrialContext(trial_dir=tmp, reporter=LocalReporter(tmp), data=args.data, data_root=args.data_root,
-                                   data_size=args.size, epochs=args.epochs, seed=seed, cpu_threads=args.threads,
+                                   data_size=args.size, epochs=args.epochs, seed=seed, data_seed=0, cpu_threads=args.threads,
                                    calibration={"n_trials": 32, "neighbours": 8, "population": 16, "levels": 16})
                 t = time.perf_counter()
                 m = train(cfg, ctx)

@@ -91,6 +91,7 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], ref_flops: float) ->
         download=spec_obj.download,
         epochs=budget.epochs,
         seed=trial_seed(spec_obj.seed, trial_id),
+        data_seed=spec_obj.seed,
         device=spec_obj.device,
         reference_flops=ref_flops,
         cpu_threads=max(1, int(spec_obj.cpus_per_trial)),

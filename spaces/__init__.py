@@ -2,7 +2,8 @@
 
 The space's name is the builder's name; registering a name twice raises (a silently replaced
 space would change what a run searches). Add a family by adding a module here and importing it
-at the bottom of this file.
+at the bottom of this file, or, outside this package, by naming its module in the environment
+variable EXITSEARCH_SPACES.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def get_space(name: str) -> Space:
 
 
 from spaces import gran_hbn as _gran_hbn  # noqa: E402,F401
+
+
+def _load_plugins() -> None:
+    """Spaces defined outside this package: EXITSEARCH_SPACES="pkg.mod1,pkg.mod2" imports them
+    (in the driver and, through the inherited environment, in every Ray worker)."""
+    import importlib
+    import os
+
+    for mod in filter(None, (m.strip() for m in os.environ.get("EXITSEARCH_SPACES", "").split(","))):
+        importlib.import_module(mod)
+
+
+_load_plugins()

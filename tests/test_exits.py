@@ -153,3 +153,14 @@ def test_normalised_entropy_bounds():
     peaked = np.array([[[100.0] + [0.0] * 9]])
     assert _normalised_entropy(peaked)[0, 0] == pytest.approx(0.0, abs=1e-6)
     assert math.isclose(_normalised_entropy(np.zeros((1, 1, 2)))[0, 0], 1.0)
+
+
+def test_fixed_policies_never_beat_the_calibrated_front():
+    rng = np.random.default_rng(6)
+    cs = random_cache(rng).stats()
+    res = calibrate(cs, n_trials=40, neighbours=4, population=8, levels=16, max_points=1000, seed=0)
+    front = res.calib.objectives()
+    for _, tf, tc in fixed_policies(cs.n_exits):
+        p = evaluate_dense(cs, tf[None], tc[None]).objectives()[0]
+        covered = ((front[:, 0] >= p[0]) & (front[:, 1] >= p[1]) & (front[:, 2] <= p[2] + 1e-12)).any()
+        assert covered, f"fixed policy {p} is not covered by the calibrated front"

@@ -90,7 +90,8 @@ class TrialContext:
     data_size: str = "smoke"  # "smoke" | "full": dataset subset size
     download: bool = False
     epochs: int = 2  # default when the config does not set `epochs`
-    seed: int = 0
+    seed: int = 0  # this trial's seed: initialisation, batch order, augmentation
+    data_seed: int = 0  # the run's seed: the data and its splits, the same for every trial
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     reference_flops: float = 0.0  # FLOPs of the space's largest network; 0: this network's own
     cpu_threads: int = 1
@@ -103,10 +104,10 @@ _DATA_CACHE: dict[tuple, Dataset] = {}
 
 def load_data(ctx: TrialContext) -> Dataset:
     """Datasets are read-only, so a reused worker keeps them between trials."""
-    key = (ctx.data, ctx.data_root, ctx.data_size, ctx.download, ctx.seed)
+    key = (ctx.data, ctx.data_root, ctx.data_size, ctx.download, ctx.data_seed)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = get_dataset(ctx.data, ctx.data_root, seed=ctx.seed, download=ctx.download, size=ctx.data_size)
+        _DATA_CACHE[key] = get_dataset(ctx.data, ctx.data_root, seed=ctx.data_seed, download=ctx.download, size=ctx.data_size)
     return _DATA_CACHE[key]
 
 

@@ -1,0 +1,11 @@
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# test-only spaces (tests/fault_spaces.py) are registered in this process and in Ray workers
+os.environ.setdefault("EXITSEARCH_SPACES", "tests.fault_spaces")
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")

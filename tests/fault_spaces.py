@@ -1,0 +1,53 @@
+"""Test-only spaces, registered through EXITSEARCH_SPACES so that Ray workers see them too.
+
+`tiny_gran`: gran_hbn's own define-by-run function on a tiny budget.
+`faulty`: the same, plus a searched `fault` that makes a trial raise, diverge (NaN loss through
+a huge learning rate), or train normally, to check that one failed trial never sinks a search.
+"""
+
+from __future__ import annotations
+
+from spaces import Budget, Space, register_space
+from spaces.gran_hbn import define as gran_define
+from spaces.gran_hbn import largest_configs
+from trainables.exits import POINT_OBJECTIVES
+from trainables.loop import train
+
+TINY = Budget("smoke", epochs=1, data_size="tiny", trials=3,
+              calibration={"n_trials": 32, "neighbours": 4, "population": 16, "levels": 16, "max_points": 16})
+
+
+def tiny_define(trial, budget):
+    out = gran_define(trial, budget)
+    return out
+
+
+def faulty_define(trial, budget):
+    out = gran_define(trial, budget)
+    draw = trial.suggest_int("fault_draw", 0, 4)  # 0: raise, 1: diverge, else train normally
+    return {**out, "fault": {0: "raise", 1: "nan"}.get(draw, "none")}
+
+
+def faulty_train(config, ctx):
+    fault = config.get("fault", "none")
+    if fault == "raise":
+        raise RuntimeError("injected failure for the test")
+    if fault == "nan":
+        config = {**config, "optimizer": "sgd", "lr": 1e30, "lr_schedule": "multistep"}
+    return train(config, ctx)
+
+
+def _space(name, define, trainable):
+    return Space(name=name, description="test space", define=define, trainable=trainable,
+                 objectives={"hypervolume": "max"}, point_objectives=dict(POINT_OBJECTIVES),
+                 largest_configs=largest_configs, default_data="synthetic", budgets={"smoke": TINY})
+
+
+@register_space
+def tiny_gran():
+    return _space("tiny_gran", tiny_define, train)
+
+
+@register_space
+def faulty():
+    return _space("faulty", faulty_define, faulty_train)
