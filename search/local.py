@@ -51,7 +51,7 @@ def run_local(spec: RunSpec) -> Path:
         tdir = run_dir / "trials" / tid
         ctx = TrialContext(
             trial_dir=str(tdir), reporter=LocalReporter(tdir), data=spec.data, data_root=spec.data_root,
-            data_size=budget.data_size, download=spec.download, epochs=budget.epochs,
+            data_size=spec.data_size or budget.data_size, download=spec.download, epochs=budget.epochs,
             seed=trial_seed(spec.seed, tid), data_seed=spec.seed, device=spec.device, reference_flops=ref,
             cpu_threads=max(1, int(spec.cpus_per_trial)), calibration=budget.calibration, trial_id=tid,
         )

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
     p.add_argument("--budget", default="smoke", choices=["smoke", "full"], help="smoke: minutes on a laptop; full: a real search")
+    p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
+                   help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name or default_run_name(args.space),
             storage=str(Path(args.storage).resolve()),
             budget=args.budget,
+            data_size=args.data_size,
             trials=args.trials if args.trials is not None else budget.trials,
             seed=args.seed,
             data_root=str(Path(args.data_root).resolve()) if args.data_root else None,

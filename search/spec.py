@@ -25,6 +25,7 @@ class RunSpec:
     name: str  # run name: the run directory's name under `storage`
     storage: str  # absolute directory (or shared filesystem path) holding run directories
     budget: str = "smoke"
+    data_size: str | None = None  # None: the budget's; else "tiny" | "smoke" | "full"
     trials: int = 4
     seed: int = 0
     data_root: str | None = None

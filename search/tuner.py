@@ -44,7 +44,7 @@ def reference_flops(space: Space, spec: RunSpec) -> float:
     from trainables.data import get_dataset
     from trainables.models import build_early_exit_net
 
-    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=space.budget(spec.budget).data_size)
+    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=spec.data_size or space.budget(spec.budget).data_size)
     best = 0.0
     for cfg in space.largest_configs(space.budget(spec.budget)):
         net = build_early_exit_net(cfg, ds.channels, ds.n_fine, ds.n_coarse)
@@ -87,7 +87,7 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], ref_flops: float) ->
         reporter=_TuneReporter(),
         data=spec_obj.data,
         data_root=spec_obj.data_root,
-        data_size=budget.data_size,
+        data_size=spec_obj.data_size or budget.data_size,
         download=spec_obj.download,
         epochs=budget.epochs,
         seed=trial_seed(spec_obj.seed, trial_id),
@@ -199,7 +199,7 @@ def run_search(spec: RunSpec, console=None) -> Path:
         "point_objectives": space.point_objectives,
         "hv_reference": [0.0, 0.0, 1.0],
         "reference_flops": ref,
-        "budget_detail": {"epochs": budget.epochs, "data_size": budget.data_size, "calibration": budget.calibration},
+        "budget_detail": {"epochs": budget.epochs, "data_size": spec.data_size or budget.data_size, "calibration": budget.calibration},
         "flops_convention": (
             "FLOPs per image counted by torch.utils.flop_counter.FlopCounterMode at batch 1 "
             "(2 FLOPs per multiply-accumulate of matmuls and convolutions); cost to exit k includes "
