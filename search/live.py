@@ -91,11 +91,19 @@ class LiveDisplay(Callback):
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_live"] = None
+        d.pop("_console", None)
         return d
 
     def setup(self, **info: Any) -> None:
-        self._live = Live(self.state.table(), console=Console(stderr=True), refresh_per_second=2, transient=False)
+        console = Console(stderr=True)
+        self._plain = not console.is_terminal  # a log file gets one line per finished trial instead
+        self._console = console
+        self._live = Live(self.state.table(), console=console, refresh_per_second=2, transient=False)
         self._live.start()
+
+    def _log(self, text: str) -> None:
+        if getattr(self, "_plain", False):
+            self._console.print(text, highlight=False)
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -111,10 +119,14 @@ class LiveDisplay(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.state.finish(trial.trial_id, failed=False)
+        hv = (trial.last_result or {}).get("hypervolume")
+        self._log(f"trial {trial.trial_id} done: hypervolume {hv if hv is None else round(hv, 4)}; "
+                  f"{self.state.done} done, {self.state.failed} failed of {self.state.total}")
         self._refresh()
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.state.finish(trial.trial_id, failed=True)
+        self._log(f"trial {trial.trial_id} failed; {self.state.done} done, {self.state.failed} failed of {self.state.total}")
         self._refresh()
 
     def on_experiment_end(self, trials, **info):

@@ -1,6 +1,7 @@
 """Test-only spaces, registered through EXITSEARCH_SPACES so that Ray workers see them too.
 
 `tiny_gran`: gran_hbn's own define-by-run function on a tiny budget.
+`single_point`: the same trials, judged by one point (final-exit accuracy, its cost).
 `faulty`: the same, plus a searched `fault` that makes a trial raise, diverge (NaN loss through
 a huge learning rate), or train normally, to check that one failed trial never sinks a search.
 """
@@ -41,6 +42,13 @@ def _space(name, define, trainable):
     return Space(name=name, description="test space", define=define, trainable=trainable,
                  objectives={"hypervolume": "max"}, point_objectives=dict(POINT_OBJECTIVES),
                  largest_configs=largest_configs, default_data="synthetic", budgets={"smoke": TINY})
+
+
+@register_space
+def single_point():
+    """A space whose trial yields one operating point: the outer search is multi-objective."""
+    space = _space("single_point", tiny_define, train)
+    return Space(**{**space.__dict__, "objectives": {"final_fine_acc": "max", "final_exit_flops_norm": "min"}})
 
 
 @register_space

@@ -244,6 +244,38 @@ def test_local_loop_records_failures_and_goes_on(tmp_path):
     assert set(faults.values()) == {"none", "raise", "nan"}  # seed 3 draws all three
 
 
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    from search.local import run_local
+
+    spec = RunSpec(space="tiny_gran", data="synthetic", name="tiny", storage=str(tmp_path_factory.mktemp("runs")), trials=2)
+    return run_local(spec)
+
+
+def test_recalibrate_a_finished_run_without_retraining(local_run):
+    from search.recalibrate import main as recalibrate_main
+
+    before = pq.read_table(local_run / "results.parquet")
+    mtimes = {p: p.stat().st_mtime_ns for p in local_run.glob("trials/*/model.pt")}
+    assert recalibrate_main([str(local_run), "--n-trials", "16", "--max-points", "3", "--levels", "8", "--no-report"]) == 0
+    after = pq.read_table(local_run / "results.parquet")
+    calibrated = [r for r in after.to_pylist() if r["policy"] == "calibrated" and r["split"] == "test"]
+    assert 1 <= len(calibrated) <= 3 * 2  # at most 3 points kept per trial now
+    assert not before.equals(after)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # networks untouched
+    pts = json.loads(next(local_run.glob("trials/*/points.json")).read_text())
+    assert pts["recalibrated_with"]["max_points"] == 3
+
+
+def test_single_point_space_is_multi_objective_outside(tmp_path):
+    from search.local import run_local
+
+    spec = RunSpec(space="single_point", data="synthetic", name="sp", storage=str(tmp_path), trials=2)
+    run_dir = run_local(spec)
+    study = json.loads((run_dir / "study.json").read_text())
+    assert all(len(t["values"]) == 2 for t in study if t["state"] == "COMPLETE")
+
+
 def test_cli_rejects_unknown_space_and_data():
     for args, msg in ((["--space", "nope"], "unknown space"), (["--space", "gran_hbn", "--data", "nope"], "unknown dataset")):
         p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -292,6 +324,22 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     n_ok = sum(1 for r in trials.values() if r["status"] == "complete")
     assert states.count("COMPLETE") == n_ok and states.count("FAIL") == 6 - n_ok
     assert all(t.user_attrs.get("fidelity") == 1.0 for t in study.trials if t.state.name == "COMPLETE")
+
+
+@pytest.mark.slow
+def test_ray_multi_objective_space(tmp_path):
+    """A space judged on one point per trial: OptunaSearch gets a metric list and a mode list."""
+    cmd = [sys.executable, "-m", "search.run", "--space", "single_point", "--data", "synthetic", "--trials", "2",
+           "--storage", str(tmp_path), "--name", "mo", "--no-report"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="mo", storage=JournalStorage(JournalFileBackend(str(tmp_path / "mo" / "study.journal"))))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and all(len(t.values) == 2 and 0 < t.values[1] <= 1 for t in done)
 
 
 @pytest.mark.slow

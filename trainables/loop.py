@@ -423,6 +423,7 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
             "hv_kind": "quick",
             "final_fine_acc": float(cs.fine_acc_per_exit()[-1]),
             "final_coarse_acc": float(cs.coarse_acc_per_exit()[-1]),
+            "final_exit_flops_norm": float(flops[-1] / ref_flops),
             "images_per_second": curve["images_per_second"],
         }
         if last:
