@@ -98,5 +98,5 @@ class DynamicClassifier:
             if len(active) == 0:
                 break
         label_np, fine_np = label.cpu().numpy(), fine.cpu().numpy()
-        names = [self.fine_names[l] if f else self.coarse_names[l] for l, f in zip(label_np, fine_np)]
+        names = [self.fine_names[c] if f else self.coarse_names[c] for c, f in zip(label_np, fine_np)]
         return Prediction(label=label_np, fine=fine_np, exit=exit_at.cpu().numpy(), name=names)
