@@ -166,6 +166,11 @@ def _searcher(space: Space, spec: RunSpec):
     )
 
 
+def trial_dirname(trial) -> str:
+    """Tune's own per-trial directory: the trial id, not the whole config in the name."""
+    return f"tune_{trial.trial_id}"
+
+
 def _concurrency(spec: RunSpec) -> int:
     import ray
 
@@ -258,6 +263,7 @@ def run_search(spec: RunSpec, console=None) -> Path:
                 num_samples=spec.trials,
                 reuse_actors=True,
                 max_concurrent_trials=concurrency,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
