@@ -324,6 +324,11 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     n_ok = sum(1 for r in trials.values() if r["status"] == "complete")
     assert states.count("COMPLETE") == n_ok and states.count("FAIL") == 6 - n_ok
     assert all(t.user_attrs.get("fidelity") == 1.0 for t in study.trials if t.state.name == "COMPLETE")
+    # --resume of a finished run: Tune restores it, nothing is retrained, results are kept
+    p = subprocess.run(cmd + ["--resume", "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    again = pq.read_table(run / "results.parquet").to_pylist()
+    assert {r["trial_id"]: r["status"] for r in again} == {t: r["status"] for t, r in trials.items()}
 
 
 @pytest.mark.slow
