@@ -11,30 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spaces._base import Budget, Space
+from trainables.registry import Registry
 
 __all__ = ["Budget", "Space", "get_space", "list_spaces", "register_space"]
 
-_SPACES: dict[str, Callable[[], Space]] = {}
-
-
-def register_space(fn: Callable[[], Space]) -> Callable[[], Space]:
-    name = fn.__name__
-    if name in _SPACES:
-        raise ValueError(f"space {name!r} is already registered")
-    _SPACES[name] = fn
-    return fn
-
-
-def list_spaces() -> list[str]:
-    return sorted(_SPACES)
+_SPACES: Registry[Callable[[], Space]] = Registry("space")
+register_space = _SPACES.register
+list_spaces = _SPACES.names
 
 
 def get_space(name: str) -> Space:
-    try:
-        builder = _SPACES[name]
-    except KeyError:
-        raise KeyError(f"unknown space {name!r}; known spaces: {', '.join(list_spaces())}") from None
-    space = builder()
+    space = _SPACES[name]()
     if space.name != name:
         raise ValueError(f"space builder {name!r} returned a space named {space.name!r}")
     return space

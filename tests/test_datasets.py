@@ -193,7 +193,7 @@ def test_duplicate_registration_raises() -> None:
 
 
 def test_registering_a_new_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_REGISTRY", dict(data._REGISTRY))
+    monkeypatch.setattr(data._REGISTRY, "_items", dict(data._REGISTRY._items))
     calls: list[dict] = []
 
     @register_dataset

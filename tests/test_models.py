@@ -76,3 +76,19 @@ def test_resnet18_reference_flops():
 
 def test_expected_flops():
     assert expected_flops(np.array([0.5, 0.25, 0.25]), np.array([10.0, 20.0, 40.0])) == pytest.approx(20.0)
+
+
+def test_registry_is_strict_and_lists_names():
+    from trainables.registry import Registry
+
+    reg = Registry("widget")
+
+    @reg.register
+    def a():
+        return 1
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register(a)
+    with pytest.raises(KeyError, match="known widgets: a"):
+        reg["b"]
+    assert reg.names() == ["a"] and "a" in reg and reg["a"]() == 1

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from trainables.data.hierarchy import Hierarchy
+from trainables.registry import Registry
 
 __all__ = [
     "DEFAULT_CALIB_FRACTION",
@@ -371,21 +372,11 @@ class DatasetBuilder(Protocol):
     ) -> Dataset: ...
 
 
-_REGISTRY: dict[str, Callable[..., Dataset]] = {}
-
-
-def register_dataset(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
-    """Decorator: register `fn` under `fn.__name__`; a name can be registered only once."""
-    name = fn.__name__
-    if name in _REGISTRY:
-        raise ValueError(f"dataset {name!r} is already registered (by {_REGISTRY[name].__module__})")
-    _REGISTRY[name] = fn
-    return fn
-
-
-def list_datasets() -> list[str]:
-    """Registered dataset names, sorted."""
-    return sorted(_REGISTRY)
+_REGISTRY: Registry[Callable[..., Dataset]] = Registry("dataset", unknown_error=UnknownDataset)
+#: Decorator: register a builder under its function's name; a name can be registered only once.
+register_dataset = _REGISTRY.register
+#: Registered dataset names, sorted.
+list_datasets = _REGISTRY.names
 
 
 def get_dataset(
@@ -412,10 +403,9 @@ def get_dataset(
         UnknownDataset (a KeyError and a ValueError): unknown name; the message lists the known ones.
         DatasetUnavailable: files missing (or DatasetCorrupt: unreadable / bad checksum).
     """
-    if name not in _REGISTRY:
-        raise UnknownDataset(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+    builder = _REGISTRY[name]
     check_size(size)
-    return _REGISTRY[name](root, seed=seed, download=download, size=size, **kwargs)
+    return builder(root, seed=seed, download=download, size=size, **kwargs)
 
 
 # Registration happens on import of the builder modules; they import the names above, so they

@@ -13,6 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from trainables.registry import Registry
+
 __all__ = [
     "StagedBackbone",
     "get_backbone",
@@ -36,27 +38,13 @@ class StagedBackbone(nn.Module):
 
 
 BackboneBuilder = Callable[..., StagedBackbone]
-_BACKBONES: dict[str, BackboneBuilder] = {}
-
-
-def register_backbone(fn: BackboneBuilder) -> BackboneBuilder:
-    name = fn.__name__
-    if name in _BACKBONES:
-        raise ValueError(f"backbone {name!r} is already registered")
-    _BACKBONES[name] = fn
-    return fn
-
-
-def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+_BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
+register_backbone = _BACKBONES.register
+list_backbones = _BACKBONES.names
 
 
 def get_backbone(name: str, in_channels: int, **kwargs: Any) -> StagedBackbone:
-    try:
-        builder = _BACKBONES[name]
-    except KeyError:
-        raise KeyError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}") from None
-    return builder(in_channels=in_channels, **kwargs)
+    return _BACKBONES[name](in_channels=in_channels, **kwargs)
 
 
 from trainables.models import backbones as _backbones  # noqa: E402,F401  (fills the registry)
