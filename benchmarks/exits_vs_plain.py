@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512 if cuda else 128)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--exit-weights", default="1.0,1.0", help="first,last exit loss weights of the gran_hbn network")
+    ap.add_argument("--lambda-coarse", type=float, default=0.5)
     args = ap.parse_args()
 
     common = {
@@ -48,7 +50,9 @@ def main() -> None:
         "lr_schedule": "onecycle", "batch_size": args.batch, "epochs": args.epochs, "label_smoothing": 0.1,
     }
     nets = {
-        "gran_hbn": {**common, "exit_after": [0, 1, 2, 3], "lambda_fine": 1.0, "lambda_coarse": 0.5, "exit_weight_last": 1.0},
+        "gran_hbn": {**common, "exit_after": [0, 1, 2, 3], "lambda_fine": 1.0, "lambda_coarse": args.lambda_coarse,
+                     "exit_weight_first": float(args.exit_weights.split(",")[0]),
+                     "exit_weight_last": float(args.exit_weights.split(",")[1])},
         "plain": {**common, "exit_after": [3], "lambda_fine": 1.0, "lambda_coarse": 0.0},
     }
     gaps = []
@@ -68,7 +72,8 @@ def main() -> None:
                                   "seconds": round(time.perf_counter() - t, 1),
                                   "device": "cuda" if cuda else "cpu"}))
         gaps.append(acc["plain"] - acc["gran_hbn"])
-    print(json.dumps({"mean_gap_points_plain_minus_gran_hbn": round(100 * sum(gaps) / len(gaps), 2), "seeds": args.seeds,
+    print(json.dumps({"gran_hbn_exit_weights": args.exit_weights, "lambda_coarse": args.lambda_coarse,
+                      "mean_gap_points_plain_minus_gran_hbn": round(100 * sum(gaps) / len(gaps), 2), "seeds": args.seeds,
                       "within_1_point": abs(100 * sum(gaps) / len(gaps)) <= 1.0}))
 
 

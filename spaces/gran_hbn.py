@@ -69,6 +69,7 @@ def define(trial, budget: Budget) -> dict[str, Any]:
     trial.suggest_int("fine_ramp_epochs", 0, ramp_max)
     trial.suggest_int("coarse_start_epoch", 0, 0)  # coarse first, as in B-CNN's schedule
     trial.suggest_int("coarse_ramp_epochs", 0, ramp_max)
+    trial.suggest_float("exit_weight_first", 0.3, 1.0)
     trial.suggest_float("exit_weight_last", 0.3, 1.0)
 
     optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam", "adamw"])
@@ -102,7 +103,7 @@ def paper_config(ag_hbn: bool = False) -> dict[str, Any]:
         "backbone": "alexnet", "alexnet.width": 1.0, "exit_after": [0, 1, 2], "head": "mlp", "head_hidden": 1024,
         "optimizer": "adam", "lr": 1.5e-4, "weight_decay": 5e-4, "batch_size": 64,
         "epochs": 100 if ag_hbn else 120, "lr_schedule": "cosine",
-        "lambda_fine": 1.02 if ag_hbn else 1.5, "lambda_coarse": 1.0, "exit_weight_last": 0.6,
+        "lambda_fine": 1.02 if ag_hbn else 1.5, "lambda_coarse": 1.0, "exit_weight_first": 1.0, "exit_weight_last": 0.6,
         "fine_start_epoch": 0, "fine_ramp_epochs": 0, "coarse_start_epoch": 0, "coarse_ramp_epochs": 0,
         "label_smoothing": 0.0,
     }

@@ -348,7 +348,8 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     model, opt = accelerator.prepare(model, opt)
     K = accelerator.unwrap_model(model).n_exits
     loss_fn = GranularLoss(
-        exit_weights=np.linspace(1.0, float(config.get("exit_weight_last", 1.0)), K).tolist(),
+        # per-exit weights run linearly from the first exit's to the last's (Gran-HBN: 1.0 -> 0.6)
+        exit_weights=np.linspace(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)), K).tolist(),
         lambda_fine=float(config.get("lambda_fine", 1.0)),
         lambda_coarse=float(config.get("lambda_coarse", 1.0)),
         fine_start_epoch=float(config.get("fine_start_epoch", 0)),
