@@ -26,7 +26,7 @@ from trainables.loop import train
 BUDGETS = {
     # smoke: 2 CPU cores, a few minutes for the whole search (README quick start)
     "smoke": Budget(
-        "smoke", epochs=2, data_size="smoke", trials=4,
+        "smoke", epochs=4, data_size="smoke", trials=4,
         calibration={"n_trials": 128, "neighbours": 16, "population": 32, "levels": 32, "max_points": 48},
     ),
     "full": Budget(
