@@ -100,6 +100,11 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], ref_flops: float) ->
     )
     try:
         space.trainable(config, ctx)
+    except SystemExit as exc:
+        # tune.report ends a trial that a scheduler stops with SystemExit(0): a stop, not a failure
+        if exc.code not in (0, None):
+            record_failure(trial_dir, config, exc)
+        raise
     except BaseException as exc:
         record_failure(trial_dir, config, exc)
         raise

@@ -52,6 +52,14 @@ def single_point():
 
 
 @register_space
+def tiny_asha():
+    """Three epochs a trial, so an ASHA scheduler has something to stop."""
+    space = _space("tiny_asha", tiny_define, train)
+    budget = Budget("smoke", epochs=3, data_size="tiny", trials=6, calibration=TINY.calibration)
+    return Space(**{**space.__dict__, "budgets": {"smoke": budget}})
+
+
+@register_space
 def tiny_gran():
     return _space("tiny_gran", tiny_define, train)
 

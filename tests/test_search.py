@@ -332,6 +332,27 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_asha_stopped_trials_are_partial_and_off_the_front(tmp_path):
+    cmd = [sys.executable, "-m", "search.run", "--space", "tiny_asha", "--data", "synthetic", "--trials", "6",
+           "--storage", str(tmp_path), "--name", "asha", "--scheduler", "asha", "--no-report"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "asha" / "results.parquet").to_pylist()
+    status = {r["trial_id"]: (r["status"], r["fidelity"]) for r in rows}
+    partial = [t for t, (s, f) in status.items() if s == "partial"]
+    assert partial, f"ASHA stopped no trial: {status}"
+    assert all(status[t][1] < 1 for t in partial)
+    assert not any(r["on_front"] for r in rows if r["status"] != "complete")
+    assert any(r["on_front"] for r in rows if r["status"] == "complete")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="asha", storage=JournalStorage(JournalFileBackend(str(tmp_path / "asha" / "study.journal"))))
+    fid = {t.user_attrs.get("tune_trial_id"): t.user_attrs.get("fidelity") for t in study.trials}
+    assert all(fid[t] is not None and fid[t] < 1 for t in partial)
+
+
+@pytest.mark.slow
 def test_ray_multi_objective_space(tmp_path):
     """A space judged on one point per trial: OptunaSearch gets a metric list and a mode list."""
     cmd = [sys.executable, "-m", "search.run", "--space", "single_point", "--data", "synthetic", "--trials", "2",
