@@ -164,3 +164,13 @@ def test_fixed_policies_never_beat_the_calibrated_front():
         p = evaluate_dense(cs, tf[None], tc[None]).objectives()[0]
         covered = ((front[:, 0] >= p[0]) & (front[:, 1] >= p[1]) & (front[:, 2] <= p[2] + 1e-12)).any()
         assert covered, f"fixed policy {p} is not covered by the calibrated front"
+
+
+def test_popcount_fallback_matches(monkeypatch):
+    import trainables.exits as ex
+
+    a = np.random.default_rng(0).integers(0, 2**63, (5, 7), dtype=np.uint64)
+    fast = ex._popcount_rows(a)
+    monkeypatch.delattr(np, "bitwise_count")
+    assert np.array_equal(ex._popcount_rows(a), fast)
+    assert fast[0] == sum(bin(int(v)).count("1") for v in a[0])

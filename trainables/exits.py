@@ -198,8 +198,15 @@ def evaluate_dense(stats: ExitStats, tf: np.ndarray, tc: np.ndarray) -> PointSco
     return _scores(stats, n_correct, n_fine, counts)
 
 
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
 def _popcount_rows(a: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(a).sum(axis=-1, dtype=np.int64)
+    """Set bits per row of a (..., W) uint64 array."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(a).sum(axis=-1, dtype=np.int64)
+    b = np.ascontiguousarray(a).view(np.uint8)  # older numpy: a byte lookup table
+    return _POPCOUNT8[b].sum(axis=-1, dtype=np.int64)
 
 
 class BitsetEvaluator:
