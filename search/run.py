@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=1, help="times a crashed trial is retried from its checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-report", action="store_true", help="skip building report.html at the end")
+    p.add_argument("--no-reuse-actors", action="store_true", help="start a fresh worker process for every trial")
     return p
 
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             retries=args.retries,
             device=args.device,
             report=not args.no_report,
+            reuse_actors=not args.no_reuse_actors,
         )
     except ValueError as exc:
         return _fail(console, str(exc))

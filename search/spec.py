@@ -38,6 +38,7 @@ class RunSpec:
     retries: int = 1  # times Tune restarts a crashed trial from its last checkpoint
     device: str = "auto"
     report: bool = True
+    reuse_actors: bool = True  # Tune runs trials in reused worker processes
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -266,7 +266,7 @@ def run_search(spec: RunSpec, console=None) -> Path:
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=spec.trials,
-                reuse_actors=True,
+                reuse_actors=spec.reuse_actors,
                 max_concurrent_trials=concurrency,
                 trial_dirname_creator=trial_dirname,
             ),
