@@ -241,7 +241,7 @@ def test_local_loop_records_failures_and_goes_on(tmp_path):
             assert r["status"] == "failed"
             assert ("injected failure" in r["error"]) == (faults[tid] == "raise")
             assert ("TrialDiverged" in r["error"]) == (faults[tid] == "nan")
-    assert set(faults.values()) == {"none", "raise", "nan"}  # seed 3 draws all three
+    assert sorted(faults.values()) == ["nan", "nan", "none", "none", "raise", "raise"]
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +313,7 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
         assert r["status"] == ("complete" if fault == "none" else "failed"), r
         if fault != "none":
             assert ("injected failure" in r["error"]) or ("TrialDiverged" in r["error"]), r["error"]
-    assert faults == {"none", "raise", "nan"}  # seed 0 draws all three
+    assert faults == {"none", "raise", "nan"}
     assert (run / "report.html").exists() and (run / "study.journal").exists()
     # the Optuna study in the journal: failed trials are FAIL, fidelity recorded on complete ones
     from optuna.storages import JournalStorage
