@@ -279,7 +279,8 @@ def run_search(spec: RunSpec, console=None) -> Path:
                 verbose=0,
             ),
         )
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # our live display replaces Tune's console output (verbose=0 alone still prints a header box)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = tuner.fit()
 
     # Tune's view of each trial: errors the trial could not write down itself (killed worker)
