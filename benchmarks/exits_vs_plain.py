@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--exit-weights", default="1.0,1.0", help="first,last exit loss weights of the gran_hbn network")
     ap.add_argument("--lambda-coarse", type=float, default=0.5)
+    ap.add_argument("--exit-grad-scale", type=float, default=1.0,
+                    help="share of the early exits' gradient that reaches the backbone (1: classic multi-exit loss)")
     args = ap.parse_args()
 
     common = {
@@ -52,7 +54,8 @@ def main() -> None:
     nets = {
         "gran_hbn": {**common, "exit_after": [0, 1, 2, 3], "lambda_fine": 1.0, "lambda_coarse": args.lambda_coarse,
                      "exit_weight_first": float(args.exit_weights.split(",")[0]),
-                     "exit_weight_last": float(args.exit_weights.split(",")[1])},
+                     "exit_weight_last": float(args.exit_weights.split(",")[1]),
+                     "exit_grad_scale": args.exit_grad_scale},
         "plain": {**common, "exit_after": [3], "lambda_fine": 1.0, "lambda_coarse": 0.0},
     }
     gaps = []
@@ -73,6 +76,7 @@ def main() -> None:
                                   "device": "cuda" if cuda else "cpu"}))
         gaps.append(acc["plain"] - acc["gran_hbn"])
     print(json.dumps({"gran_hbn_exit_weights": args.exit_weights, "lambda_coarse": args.lambda_coarse,
+                      "exit_grad_scale": args.exit_grad_scale,
                       "mean_gap_points_plain_minus_gran_hbn": round(100 * sum(gaps) / len(gaps), 2), "seeds": args.seeds,
                       "within_1_point": abs(100 * sum(gaps) / len(gaps)) <= 1.0}))
 

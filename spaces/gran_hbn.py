@@ -69,6 +69,7 @@ def define(trial, budget: Budget) -> dict[str, Any]:
     trial.suggest_int("fine_ramp_epochs", 0, ramp_max)
     trial.suggest_int("coarse_start_epoch", 0, 0)  # coarse first, as in B-CNN's schedule
     trial.suggest_int("coarse_ramp_epochs", 0, ramp_max)
+    trial.suggest_categorical("exit_grad_scale", [0.0, 0.25, 1.0])
     trial.suggest_float("exit_weight_first", 0.3, 1.0)
     trial.suggest_float("exit_weight_last", 0.3, 1.0)
 

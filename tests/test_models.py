@@ -92,3 +92,26 @@ def test_registry_is_strict_and_lists_names():
     with pytest.raises(KeyError, match="known widgets: a"):
         reg["b"]
     assert reg.names() == ["a"] and "a" in reg and reg["a"]() == 1
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25, 1.0])
+def test_exit_grad_scale_scales_only_early_exit_gradients(scale):
+    torch.manual_seed(0)
+    base = build_early_exit_net(_cfg("resnet", exit_after=[0, 2]), 3, 10, 4)
+    net = build_early_exit_net({**_cfg("resnet", exit_after=[0, 2]), "exit_grad_scale": scale}, 3, 10, 4)
+    net.load_state_dict(base.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+
+    def stem_grad(model, exit_index):
+        model.zero_grad()
+        outs = model(x)
+        outs[exit_index][0].sum().backward()
+        w = model.stages[0][0][0].weight
+        return torch.zeros_like(w) if w.grad is None else w.grad.clone()  # detached: no gradient at all
+
+    base.eval(), net.eval()  # batch-norm statistics frozen: identical forward passes
+    torch.testing.assert_close(stem_grad(net, 0), scale * stem_grad(base, 0))
+    torch.testing.assert_close(stem_grad(net, 1), stem_grad(base, 1))  # the last exit is untouched
+    with torch.no_grad():
+        for (a, b), (c, d) in zip(net(x), base(x)):
+            torch.testing.assert_close(a, c)

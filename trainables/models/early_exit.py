@@ -55,8 +55,15 @@ class EarlyExitNet(nn.Module):
         n_coarse: int,
         head: str = "linear",
         head_hidden: int = 128,
+        exit_grad_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= exit_grad_scale <= 1.0:
+            raise ValueError(f"exit_grad_scale must be in [0, 1], got {exit_grad_scale}")
+        # how much of an early exit's loss gradient reaches the backbone: 1 trains the backbone
+        # for every exit (the classic multi-exit loss), 0 makes early heads probes of features
+        # learnt for the last exit only; between, a trade of early-exit vs final accuracy
+        self.exit_grad_scale = float(exit_grad_scale)
         n = len(backbone)
         exits = sorted(set(int(e) for e in exit_after))
         if not exits or exits[0] < 0 or exits[-1] >= n:
@@ -81,14 +88,23 @@ class EarlyExitNet(nn.Module):
             start = e + 1
         return out
 
+    def _exit_input(self, h: torch.Tensor, last: bool) -> torch.Tensor:
+        s = self.exit_grad_scale
+        if last or s == 1.0 or not torch.is_grad_enabled():
+            return h
+        if s == 0.0:
+            return h.detach()
+        return h.detach() + s * (h - h.detach())  # same value, gradient scaled by s
+
     def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         outs = []
         h = x
         k = 0
+        K = len(self.exit_after)
         for i, stage in enumerate(self.stages):
             h = stage(h)
-            if k < len(self.exit_after) and i == self.exit_after[k]:
-                outs.append(self.heads[k](h))
+            if k < K and i == self.exit_after[k]:
+                outs.append(self.heads[k](self._exit_input(h, last=k == K - 1)))
                 k += 1
         return outs
 
@@ -111,4 +127,5 @@ def build_early_exit_net(config: dict[str, Any], in_channels: int, n_fine: int, 
         n_coarse,
         head=config.get("head", "linear"),
         head_hidden=int(config.get("head_hidden", 128)),
+        exit_grad_scale=float(config.get("exit_grad_scale", 1.0)),
     )
