@@ -70,7 +70,7 @@ def test_space_runs_in_a_plain_optuna_loop_and_builds(budget):
 def test_space_with_fixed_trial():
     space = get_space("gran_hbn")
     params = {"backbone": "alexnet", "alexnet.width": 0.125, "exit_after_stage0": False, "exit_after_stage1": True,
-              "head": "linear", "epochs": 1, "lambda_fine": 1.0, "lambda_coarse": 1.0, "fine_start_epoch": 0,
+              "head": "linear", "epochs": 2, "lambda_fine": 1.0, "lambda_coarse": 1.0, "fine_start_epoch": 0,
               "fine_ramp_epochs": 0, "coarse_start_epoch": 0, "coarse_ramp_epochs": 0, "exit_grad_scale": 1.0, "exit_weight_first": 1.0, "exit_weight_last": 0.5,
               "optimizer": "adam", "lr_adam": 1e-3, "weight_decay": 1e-4, "lr_schedule": "cosine",
               "label_smoothing": 0.0, "batch_size": 64}
