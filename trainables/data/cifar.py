@@ -241,6 +241,18 @@ def _resolve_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root).expanduser() if root is not None else default_data_root()
 
 
+def _locate(kind: str, base: Path, find, download: bool, names: list[str], layout: str):
+    """find(base), downloading first when asked and nothing is there; a clear error if still absent."""
+    found = find(base)
+    if found is None and download:
+        _download(kind, base)
+        found = find(base)
+    if found is None:
+        searched = [p / n for n in names for p in _candidates(base, kind)]
+        raise dataset_unavailable(kind, searched, layout)
+    return found
+
+
 def _download(kind: str, root: Path) -> None:
     """Fetch and extract the official archive with torchvision (only ever on download=True)."""
     try:
@@ -295,13 +307,7 @@ def cifar100(
     """CIFAR-100: 45k train / 5k calib (stratified from `seed`) / 10k official test, 100 -> 20 classes."""
     check_size(size)
     base = _resolve_root(root)
-    folder = _find_cifar100(base)
-    if folder is None and download:
-        _download("cifar100", base)
-        folder = _find_cifar100(base)
-    if folder is None:
-        searched = [p / CIFAR100_DIR for p in _candidates(base, "cifar100")]
-        raise dataset_unavailable("cifar100", searched, _CIFAR100_LAYOUT)
+    folder = _locate("cifar100", base, _find_cifar100, download, [CIFAR100_DIR], _CIFAR100_LAYOUT)
     if verify:
         for f, md5 in CIFAR100_MD5.items():
             _verify_md5(folder / f, md5)
@@ -428,15 +434,7 @@ def cifar10(
     """CIFAR-10, 10 -> 3 classes: 45k / 5k / 10k official, or 40k / 5k / 5k from cifar10-train.npz."""
     check_size(size)
     base = _resolve_root(root)
-    found = _find_cifar10(base)
-    if found is None and download:
-        _download("cifar10", base)
-        found = _find_cifar10(base)
-    if found is None:
-        searched = [p / CIFAR10_DIR for p in _candidates(base, "cifar10")] + [
-            p / CIFAR10_NPZ for p in _candidates(base, "cifar10")
-        ]
-        raise dataset_unavailable("cifar10", searched, _CIFAR10_LAYOUT)
+    found = _locate("cifar10", base, _find_cifar10, download, [CIFAR10_DIR, CIFAR10_NPZ], _CIFAR10_LAYOUT)
 
     kind, path = found
     if kind == "batches":

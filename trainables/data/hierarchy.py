@@ -466,12 +466,12 @@ class Hierarchy:
             if p >= 0:
                 children[p].append(i)
         lines: list[str] = []
-        todo = [0]
-        while todo:
-            node = todo.pop()
+        stack = [0]
+        while stack:
+            node = stack.pop()
             d = int(self._node_depth[node])
             lines.append(("--" * d + " " if d else "") + self._node_names[node])
-            todo.extend(reversed(children[node]))
+            stack.extend(reversed(children[node]))
         return "\n".join(lines) + "\n"
 
     def __eq__(self, other: object) -> bool:
