@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=2 if cuda else 1)
     ap.add_argument("--batch", type=int, default=512 if cuda else 128)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--exit-weights", default="1.0,1.0", help="first,last exit loss weights of the gran_hbn network")
     ap.add_argument("--lambda-coarse", type=float, default=0.5)
@@ -59,7 +60,7 @@ def main() -> None:
         "plain": {**common, "exit_after": [3], "lambda_fine": 1.0, "lambda_coarse": 0.0},
     }
     gaps = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         acc = {}
         for name, cfg in nets.items():
             with tempfile.TemporaryDirectory() as tmp:
