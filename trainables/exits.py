@@ -46,7 +46,6 @@ __all__ = [
     "thin_front",
     "front_hypervolume",
     "quick_hypervolume",
-    "score_settings",
 ]
 
 # objectives of an operating point, in the order used for fronts and hypervolume
@@ -309,10 +308,6 @@ def fixed_policies(n_exits: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
             tc[-1] = ALWAYS
             out.append((f"fixed:{level}@{k}", tf, tc))
     return out
-
-
-def score_settings(stats: ExitStats, tf: np.ndarray, tc: np.ndarray) -> PointScores:
-    return evaluate_dense(stats, tf, tc)
 
 
 def _maximize() -> list[bool]:
