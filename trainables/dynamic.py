@@ -1,14 +1,14 @@
 """Dynamic inference: a trained early-exit network with its chosen thresholds.
 
 `DynamicClassifier.predict(images)` runs each image only as far as its exit: after every exit
-the samples that answered leave the batch, so deeper stages see only the rest. The answer is
-the fine class or the superclass, by the policy of trainables/exits.py (the same decisions as
-`apply_policy` on cached outputs).
+the samples that answered leave the batch, so deeper stages see only the rest. The decision at
+each exit is `trainables.exits.cascade_step` on live entropies, the very rule calibration
+scored on cached outputs, at whatever answer levels the family has (fine only, or fine then
+coarse).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.models import build_early_exit_net
+from trainables.exits import cascade_step, normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
 
 __all__ = ["DynamicClassifier", "Prediction"]
@@ -24,47 +24,51 @@ __all__ = ["DynamicClassifier", "Prediction"]
 
 @dataclass
 class Prediction:
-    label: np.ndarray  # (N,) int64: fine class index if fine[i], else superclass index
-    fine: np.ndarray  # (N,) bool: answered at the fine level
+    label: np.ndarray  # (N,) int64: class index at the level answered
+    level: np.ndarray  # (N,) int64: answer level index (0 = the first level, e.g. fine)
     exit: np.ndarray  # (N,) int64: exit index that answered
-    name: list[str]  # class or superclass name of each answer
+    name: list[str]  # class name of each answer at its level
 
-
-def _norm_entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return (-(logp.exp() * logp).sum(-1) / math.log(logits.shape[-1])).clamp(0, 1)
+    @property
+    def fine(self) -> np.ndarray:
+        """(N,) bool: answered at the first (finest) level."""
+        return self.level == 0
 
 
 class DynamicClassifier:
     def __init__(
         self,
         model: EarlyExitNet,
-        thresholds_fine: list[float],
-        thresholds_coarse: list[float],
+        thresholds: np.ndarray,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        fine_names: list[str],
-        coarse_names: list[str],
+        names: dict[str, list[str]],
         device: str | torch.device = "cpu",
     ) -> None:
-        if len(thresholds_fine) != model.n_exits or len(thresholds_coarse) != model.n_exits:
-            raise ValueError(f"need {model.n_exits} thresholds per level")
+        t = np.asarray(thresholds, dtype=np.float64)
+        if t.shape != (len(model.levels), model.n_exits):
+            raise ValueError(f"need thresholds of shape ({len(model.levels)} levels, {model.n_exits} exits), got {t.shape}")
         self.model = model.to(device).eval()
-        self.tf = [float(t) for t in thresholds_fine]
-        self.tc = [float(t) for t in thresholds_coarse]
+        self.thresholds = t
         self.device = torch.device(device)
         c = len(mean)
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255
-        self.fine_names, self.coarse_names = list(fine_names), list(coarse_names)
+        self.names = {level: list(names[level]) for level in model.levels}
+        self.point: dict[str, Any] = {}  # the operating point's rows (set by search.load)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, thresholds_fine, thresholds_coarse, device="cpu") -> DynamicClassifier:
+    def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu") -> DynamicClassifier:
+        """From a trial's model.pt: `build_model(config, data)` rebuilds the network (the family's),
+        `thresholds_of(n_exits)` gives the operating point's thresholds."""
+        from trainables.family import DataInfo
+
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-        model = build_early_exit_net(payload["config"], payload["in_channels"], payload["n_fine"], payload["n_coarse"])
+        data = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["data"].items()})
+        model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
-        return cls(model, thresholds_fine, thresholds_coarse, payload["mean"], payload["std"],
-                   payload["fine_names"], payload["coarse_names"], device)
+        names = {level: list(data.names(level)) for level in model.levels}
+        return cls(model, thresholds_of(model.n_exits), data.mean, data.std, names, device)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
@@ -78,25 +82,27 @@ class DynamicClassifier:
         x = ((x.to(self.device).float() - self.mean) / self.std).contiguous()
         n = x.shape[0]
         label = torch.zeros(n, dtype=torch.long, device=self.device)
-        fine = torch.zeros(n, dtype=torch.bool, device=self.device)
+        level = torch.zeros(n, dtype=torch.long, device=self.device)
         exit_at = torch.zeros(n, dtype=torch.long, device=self.device)
         active = torch.arange(n, device=self.device)
         h = x
         segments = self.model.segments()
         for k, (stages, heads) in enumerate(segments):
             h = stages(h)
-            f_logits, c_logits = heads(h)
-            last = k == len(segments) - 1
-            go_fine = _norm_entropy(f_logits) <= self.tf[k]
-            go_coarse = ~go_fine & ((_norm_entropy(c_logits) <= self.tc[k]) | last)
-            leave = go_fine | go_coarse
-            idx = active[leave]
-            label[idx] = torch.where(go_fine[leave], f_logits[leave].argmax(-1), c_logits[leave].argmax(-1))
-            fine[idx] = go_fine[leave]
-            exit_at[idx] = k
+            logits = heads(h)
+            undecided = torch.ones(len(active), dtype=torch.bool, device=self.device)
+            passes = [normalised_entropy(lg) <= float(self.thresholds[j, k]) for j, lg in enumerate(logits)]
+            leave = torch.zeros_like(undecided)
+            for j, go in enumerate(cascade_step(undecided, passes, k == len(segments) - 1)):
+                idx = active[go]
+                label[idx] = logits[j][go].argmax(-1)
+                level[idx] = j
+                exit_at[idx] = k
+                leave |= go
             active, h = active[~leave], h[~leave]
             if len(active) == 0:
                 break
-        label_np, fine_np = label.cpu().numpy(), fine.cpu().numpy()
-        names = [self.fine_names[c] if f else self.coarse_names[c] for c, f in zip(label_np, fine_np)]
-        return Prediction(label=label_np, fine=fine_np, exit=exit_at.cpu().numpy(), name=names)
+        label_np, level_np = label.cpu().numpy(), level.cpu().numpy()
+        levels = self.model.levels
+        names = [self.names[levels[j]][c] for c, j in zip(label_np, level_np)]
+        return Prediction(label=label_np, level=level_np, exit=exit_at.cpu().numpy(), name=names)

@@ -1,21 +1,26 @@
-"""The training loop of an early-exit trial: `train(config, ctx)`, an Accelerate loop.
+"""The shared trial loop: `run_trial(family, config, ctx)`, an Accelerate loop for every family.
 
 What is searched (`config`, from a space) is kept apart from infrastructure (`ctx`: data, device,
-trial directory, reporter, budget). Data lives on the device as uint8 for the whole trial:
-random crop (pad by size/8) and horizontal flip are done there per batch, because loading and
-augmenting uint8 on the device is faster than a per-sample PIL pipeline
-(benchmarks/throughput.py measures it). On a GPU the model runs in bf16 autocast with
-channels_last; on CPU in fp32.
+trial directory, reporter, budget). The loop holds the data on the device as uint8
+(trainables/device_data.py), runs in bf16 autocast with channels_last on a GPU (fp32 on CPU),
+counts every exit's FLOPs (and, when the family asks, measures its latency), and each epoch:
 
-Each epoch the loop scores every exit on the calibration split, computes a quick hypervolume
-(a scalar a Tune scheduler can act on), checkpoints, and reports. After the last epoch it caches
-every exit's outputs on the calibration and test splits, calibrates the thresholds
-(trainables/exits.py), writes the operating points and the final network into the trial
-directory, and reports the calibrated hypervolume. A retried trial resumes from its checkpoint.
+1. trains (the family's model and loss);
+2. caches every exit's outputs on the calibration split and asks the family for its signal,
+   the same measure every epoch and at the end (so a scheduler compares like with like);
+3. checkpoints and reports the signal to the outer search.
+
+After the last epoch it caches the test split too, hands both caches to the family's
+`finish` (points chosen on calibration, scored on test), and writes the trial directory:
+`status.json`, `curves.json`, `points.json`, `calibration_front.npz` (the whole calibration front,
+from which the stored hypervolume can be recomputed), `exit_cache_{calibration,test}.npz` and
+`model.pt`. A retried trial resumes from its checkpoint. A family supplies only what is its own
+(trainables/family.py).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -23,28 +28,22 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from search.atomic import write_json
-from trainables.cost import exit_flops
-from trainables.data import Dataset, Split, get_dataset
-from trainables.exits import (
-    ExitCache,
-    calibrate,
-    evaluate_dense,
-    fixed_policies,
-    quick_hypervolume,
-)
-from trainables.losses import GranularLoss
-from trainables.models import build_early_exit_net
+from trainables.atomic import atomic_write, write_json
+from trainables.cost import measure_latency, plain_cost, segment_flops
+from trainables.device_data import DeviceLoader, load_data
+from trainables.exits import ExitCache
+from trainables.family import DataInfo, Family
+from trainables.optim import make_optimizer, make_scheduler
 
-__all__ = ["DeviceLoader", "Reporter", "TrialContext", "TrialDiverged", "train"]
+__all__ = ["LocalReporter", "Reporter", "TrialContext", "TrialDiverged", "run_trial"]
 
 
 class TrialDiverged(RuntimeError):
@@ -87,123 +86,15 @@ class TrialContext:
     reporter: Reporter
     data: str = "synthetic"
     data_root: str | None = None
-    data_size: str = "smoke"  # "smoke" | "full": dataset subset size
+    data_size: str = "smoke"  # "full" | "smoke" | "tiny": dataset subset size
     download: bool = False
     epochs: int = 2  # default when the config does not set `epochs`
-    seed: int = 0  # this trial's seed: initialisation, batch order, augmentation
+    seed: int = 0  # this trial's seed: initialisation, batch order, augmentation, calibration
     data_seed: int = 0  # the run's seed: the data and its splits, the same for every trial
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    reference_flops: float = 0.0  # FLOPs of the space's largest network; 0: this network's own
+    references: dict[str, float] = field(default_factory=dict)  # cost name -> the space's largest network's
     cpu_threads: int = 1
-    calibration: dict[str, Any] = field(default_factory=dict)  # kwargs for exits.calibrate
     trial_id: str = "local"
-
-
-_DATA_CACHE: dict[tuple, Dataset] = {}
-
-
-def load_data(ctx: TrialContext) -> Dataset:
-    """Datasets are read-only, so a reused worker keeps them between trials."""
-    key = (ctx.data, ctx.data_root, ctx.data_size, ctx.download, ctx.data_seed)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = get_dataset(ctx.data, ctx.data_root, seed=ctx.data_seed, download=ctx.download, size=ctx.data_size)
-    return _DATA_CACHE[key]
-
-
-class DeviceLoader:
-    """Batches from a split held on the device as uint8; augmentation done there, batched."""
-
-    def __init__(
-        self,
-        split: Split,
-        coarse_of: np.ndarray,
-        batch_size: int,
-        device: torch.device,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        train: bool,
-        seed: int = 0,
-        channels_last: bool = False,
-    ) -> None:
-        self.images = split.images.to(device, non_blocking=True)
-        self.fine = split.fine.to(device)
-        self.coarse = torch.as_tensor(coarse_of, device=device)[self.fine]
-        self.batch_size = int(batch_size)
-        self.device = device
-        self.train = train
-        self.seed = seed
-        self.channels_last = channels_last
-        c = self.images.shape[1]
-        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, c, 1, 1) * 255
-        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, c, 1, 1) * 255
-        self.pad = max(1, self.images.shape[-1] // 8)
-
-    def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
-
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        B, C, H, W = x.shape
-        p = self.pad
-        xp = torch.nn.functional.pad(x, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (B,), device=x.device, generator=gen)
-        ox = torch.randint(0, 2 * p + 1, (B,), device=x.device, generator=gen)
-        rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(B, C, H, W + 2 * p)
-        xp = xp.gather(2, rows)
-        cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(B, C, H, W)
-        x = xp.gather(3, cols)
-        flip = torch.rand(B, device=x.device, generator=gen) < 0.5
-        return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        n = len(self.images)
-        if self.train:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(self.seed * 100_003 + epoch)  # a resumed trial replays the same epoch
-            order = torch.randperm(n, device=self.device, generator=gen)
-        else:
-            gen = None
-            order = torch.arange(n, device=self.device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.images[idx].float()
-            if self.train:
-                x = self._augment(x, gen)
-            x = (x - self.mean) / self.std
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.fine[idx], self.coarse[idx]
-
-
-def make_optimizer(config: dict[str, Any], params) -> torch.optim.Optimizer:
-    name = config.get("optimizer", "sgd")
-    lr = float(config.get("lr", 0.05))
-    wd = float(config.get("weight_decay", 5e-4))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(config.get("momentum", 0.9)), nesterov=True, weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam, adamw")
-
-
-def make_scheduler(config: dict[str, Any], opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
-    """Per-step LR schedule over the whole run."""
-    name = config.get("lr_schedule", "cosine")
-    total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler
-    if name == "cosine":
-        return sched.CosineAnnealingLR(opt, T_max=total)
-    if name == "cosine_restarts":
-        cycles = max(1, int(config.get("lr_cycles", 2)))
-        return sched.CosineAnnealingWarmRestarts(opt, T_0=max(1, total // cycles))
-    if name == "multistep":
-        return sched.MultiStepLR(opt, milestones=[int(total * 0.5), int(total * 0.75)], gamma=0.1)
-    if name == "onecycle":
-        return sched.OneCycleLR(opt, max_lr=float(config.get("lr", 0.05)), total_steps=total)
-    raise ValueError(f"unknown lr_schedule {name!r}; known: cosine, cosine_restarts, multistep, onecycle")
 
 
 def _reset_accelerate() -> None:
@@ -222,74 +113,19 @@ def _device_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def exit_outputs(model, loader: DeviceLoader, autocast) -> tuple[np.ndarray, np.ndarray]:
-    """Every exit's fine and coarse logits over a split: (K, N, n_fine), (K, N, n_coarse), fp16."""
+def exit_outputs(model, loader: DeviceLoader, autocast) -> list[np.ndarray]:
+    """Every exit's logits over a split, per answer level: [(K, N, n_classes)] in float16."""
     model.eval()
-    fine_chunks: list[list[torch.Tensor]] = []
-    coarse_chunks: list[list[torch.Tensor]] = []
+    chunks: list[list[tuple[torch.Tensor, ...]]] = []
     for x, _, _ in loader.epoch():
         with autocast():
             outs = model(x)
-        fine_chunks.append([f.float() for f, _ in outs])
-        coarse_chunks.append([c.float() for _, c in outs])
-    K = len(fine_chunks[0])
-    fine = torch.stack([torch.cat([ch[k] for ch in fine_chunks]) for k in range(K)])
-    coarse = torch.stack([torch.cat([ch[k] for ch in coarse_chunks]) for k in range(K)])
-    return fine.half().cpu().numpy(), coarse.half().cpu().numpy()
+        chunks.append([tuple(t.float() for t in out) for out in outs])
+    K, L = len(chunks[0]), len(chunks[0][0])
+    return [torch.stack([torch.cat([c[k][j] for c in chunks]) for k in range(K)]).half().cpu().numpy() for j in range(L)]
 
 
-def _exit_cache(model, loader, autocast, flops, ref_flops) -> ExitCache:
-    f, c = exit_outputs(model, loader, autocast)
-    return ExitCache(
-        fine_logits=f,
-        coarse_logits=c,
-        y_fine=loader.fine.cpu().numpy().astype(np.int64),
-        y_coarse=loader.coarse.cpu().numpy().astype(np.int64),
-        exit_flops=flops,
-        reference_flops=ref_flops,
-    )
-
-
-def operating_points(calib_cache: ExitCache, test_cache: ExitCache, calibration: dict[str, Any], seed: int):
-    """Calibrated front (chosen on calibration, scored on test) plus the fixed reference policies."""
-    cs, ts = calib_cache.stats(), test_cache.stats()
-    res = calibrate(cs, ts, seed=seed, **calibration)
-    points = []
-
-    def rows(policy: str, i: int, tf, tc, sc_c, sc_t, j: int, trial_front: bool):
-        for split, sc in (("calibration", sc_c), ("test", sc_t)):
-            points.append(
-                {
-                    "point_id": f"{policy}/{i}",
-                    "policy": policy,
-                    "split": split,
-                    "thresholds_fine": [float(v) for v in tf],
-                    "thresholds_coarse": [float(v) for v in tc],
-                    "accuracy": float(sc.accuracy[j]),
-                    "specificity": float(sc.specificity[j]),
-                    "expected_flops": float(sc.expected_flops[j]),
-                    "expected_flops_norm": float(sc.expected_flops_norm[j]),
-                    "exit_fraction": [float(v) for v in sc.exit_fraction[j]],
-                    "trial_front": trial_front,
-                }
-            )
-
-    for i in range(len(res.thresholds_fine)):
-        rows("calibrated", i, res.thresholds_fine[i], res.thresholds_coarse[i], res.calib, res.test, i, True)
-    fixed = fixed_policies(cs.n_exits)
-    tf = np.stack([f[1] for f in fixed])
-    tc = np.stack([f[2] for f in fixed])
-    fc, ft = evaluate_dense(cs, tf, tc), evaluate_dense(ts, tf, tc)
-    for j, (name, a, b) in enumerate(fixed):
-        rows(name, 0, a, b, fc, ft, j, False)
-    per_exit = {
-        "calibration": {"fine": cs.fine_acc_per_exit().tolist(), "coarse": cs.coarse_acc_per_exit().tolist()},
-        "test": {"fine": ts.fine_acc_per_exit().tolist(), "coarse": ts.coarse_acc_per_exit().tolist()},
-    }
-    return res, points, per_exit
-
-
-def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn: GranularLoss, accelerator, epoch: int,
+def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn, accelerator, epoch: int,
               max_steps: int | None = None) -> torch.Tensor:
     """One training epoch; returns the summed loss as a device tensor (no sync per step)."""
     model.train()
@@ -310,8 +146,26 @@ def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn: GranularLoss, ac
     return loss_sum
 
 
-def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
-    """Train one early-exit network, calibrate its exits, and report. Returns the final metrics."""
+_REFERENCE_LATENCY: dict[tuple, float] = {}
+
+
+def reference_latency(family: Family, data: DataInfo, device: torch.device, autocast) -> float:
+    """Batch-1 latency (ms) of the space's largest network on this device: the latency normaliser.
+    Measured once per worker process and kept, like the data."""
+    key = (json.dumps(family.reference_configs, sort_keys=True, default=str), str(device), data.channels,
+           data.image_size, tuple(family.outputs(data).items()))
+    if key not in _REFERENCE_LATENCY:
+        best = 0.0
+        for cfg in family.reference_configs:
+            net = family.build_model(cfg, data).to(device)
+            best = max(best, float(measure_latency(net, data.channels, data.image_size, batch_size=1,
+                                                   warmup=2, repeats=5, autocast=autocast).exit_ms[-1]))
+        _REFERENCE_LATENCY[key] = best
+    return _REFERENCE_LATENCY[key]
+
+
+def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
+    """Train one network of a family, calibrate it, and report. Returns the last metrics reported."""
     from accelerate import Accelerator
 
     _reset_accelerate()
@@ -327,17 +181,26 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
     device = accelerator.device
 
-    ds = load_data(ctx)
+    ds = load_data(ctx.data, ctx.data_root, size=ctx.data_size, download=ctx.download, seed=ctx.data_seed)
+    data = DataInfo.of(ds)
     epochs = int(config.get("epochs", ctx.epochs))
     batch_size = int(config.get("batch_size", 128))
-    model = build_early_exit_net(config, ds.channels, ds.n_fine, ds.n_coarse).to(device)
+    model = family.build_model(config, data).to(device)
     if use_cuda:
         model = model.to(memory_format=torch.channels_last)
-    flops = exit_flops(model, ds.channels, ds.image_size)
-    ref_flops = float(ctx.reference_flops) or float(flops[-1])
+    stage_f, head_f = segment_flops(model, data.channels, data.image_size)
+    costs: dict[str, np.ndarray] = {"flops": np.cumsum(stage_f + head_f)}
+    references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
+    plain = {"flops": plain_cost(stage_f, head_f)}
+    if family.latency:
+        prof = measure_latency(model, data.channels, data.image_size, autocast=accelerator.autocast,
+                               **family.calibration.get("latency", {}))
+        costs |= {"latency_ms": prof.exit_ms, "latency_ms_batched": prof.exit_ms_batched}
+        references["latency_ms"] = reference_latency(family, data, device, accelerator.autocast)
+        plain |= {"latency_ms": prof.plain_ms, "latency_ms_batched": prof.plain_ms_batched}
 
-    coarse_of = ds.hierarchy.coarse_of
-    loader_kw = dict(coarse_of=coarse_of, device=device, mean=ds.mean, std=ds.std, channels_last=use_cuda)
+    loader_kw = dict(coarse_of=np.asarray(data.coarse_of), device=device, mean=data.mean, std=data.std,
+                     channels_last=use_cuda)
     train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, **loader_kw)
     calib_loader = DeviceLoader(ds.calib, batch_size=1024, train=False, **loader_kw)
     if len(train_loader) == 0:
@@ -346,49 +209,35 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
     opt = make_optimizer(config, model.parameters())
     sched = make_scheduler(config, opt, epochs, len(train_loader))
     model, opt = accelerator.prepare(model, opt)
-    K = accelerator.unwrap_model(model).n_exits
-    loss_fn = GranularLoss(
-        # per-exit weights run linearly from the first exit's to the last's (Gran-HBN: 1.0 -> 0.6)
-        exit_weights=np.linspace(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)), K).tolist(),
-        lambda_fine=float(config.get("lambda_fine", 1.0)),
-        lambda_coarse=float(config.get("lambda_coarse", 1.0)),
-        fine_start_epoch=float(config.get("fine_start_epoch", 0)),
-        fine_ramp_epochs=float(config.get("fine_ramp_epochs", 0)),
-        coarse_start_epoch=float(config.get("coarse_start_epoch", 0)),
-        coarse_ramp_epochs=float(config.get("coarse_ramp_epochs", 0)),
-        label_smoothing=float(config.get("label_smoothing", 0.0)),
-    )
+    net = accelerator.unwrap_model(model)
+    loss_fn = family.make_loss(config, net.n_exits)
 
     curves: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt = ctx.reporter.get_checkpoint()
     if ckpt is not None:
         state = torch.load(Path(ckpt) / "state.pt", map_location=device, weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
         curves = list(state["curves"])
 
-    provenance = {
-        "device": _device_name(device),
-        "hostname": socket.gethostname(),
-        "torch": torch.__version__,
-        "pid": os.getpid(),
-    }
+    def cache(loader: DeviceLoader) -> ExitCache:
+        logits = exit_outputs(model, loader, accelerator.autocast)
+        labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
+        return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
+                         costs, references, plain)
+
     status: dict[str, Any] = {
-        "status": "running",
-        "trial_id": ctx.trial_id,
-        "epochs_planned": epochs,
-        "epochs_done": start_epoch,
-        "seed": seed,
-        "config": config,
-        "provenance": provenance,
-        "exit_flops": flops.tolist(),
-        "reference_flops": ref_flops,
+        "status": "running", "trial_id": ctx.trial_id, "epochs_planned": epochs, "epochs_done": start_epoch,
+        "seed": seed, "config": config,
+        "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
+                       "pid": os.getpid()},
+        "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
     }
-    write_json(trial_dir / "status.json", status)
+    _write_status(trial_dir, status)
 
     metrics: dict[str, Any] = {}
     steps = len(train_loader)
@@ -400,91 +249,61 @@ def train(config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
             raise TrialDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}/{epochs}")
         seconds = time.perf_counter() - t0
 
-        last = epoch == epochs - 1
-        calib_cache = _exit_cache(model, calib_loader, accelerator.autocast, flops, ref_flops)
-        cs = calib_cache.stats()
-        hv = quick_hypervolume(cs, seed=seed)
-        curve = {
-            "epoch": epoch + 1,
-            "train_loss": mean_loss,
-            "lr": float(opt.param_groups[0]["lr"]),
-            "calib_fine_acc_per_exit": cs.fine_acc_per_exit().tolist(),
-            "calib_coarse_acc_per_exit": cs.coarse_acc_per_exit().tolist(),
-            "hypervolume": hv,
-            "epoch_seconds": seconds,
-            "images_per_second": steps * batch_size / seconds,
-        }
-        curves.append(curve)
+        calib_cache = cache(calib_loader)
+        calib = calib_cache.stats()
+        t1 = time.perf_counter()
+        evaluation = family.evaluate(calib, config, seed)
+        curves.append({"epoch": epoch + 1, "train_loss": mean_loss, "lr": float(opt.param_groups[0]["lr"]),
+                       "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
+                       "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve})
         write_json(trial_dir / "curves.json", curves)
-        metrics = {
-            "epoch": epoch + 1,
-            "fidelity": (epoch + 1) / epochs,
-            "train_loss": mean_loss,
-            "hypervolume": hv,
-            "hv_kind": "quick",
-            "final_fine_acc": float(cs.fine_acc_per_exit()[-1]),
-            "final_coarse_acc": float(cs.coarse_acc_per_exit()[-1]),
-            "final_exit_flops_norm": float(flops[-1] / ref_flops),
-            "images_per_second": curve["images_per_second"],
-        }
+        last = epoch == epochs - 1
+        metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss,
+                   "images_per_second": curves[-1]["images_per_second"], **evaluation.signal}
         if last:
-            metrics.update(_finish(model, accelerator, ds, calib_cache, flops, ref_flops, config, ctx, seed, trial_dir, loader_kw))
-        status.update(epochs_done=epoch + 1, status="complete" if last else "running", hypervolume=metrics["hypervolume"])
-        write_json(trial_dir / "status.json", status)
+            _finish(family, evaluation, calib_cache, cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw)),
+                    config, seed, trial_dir, net, data, status)
+        status.update(epochs_done=epoch + 1, status="complete" if last else "running", signal=evaluation.signal)
+        _write_status(trial_dir, status)
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(
-                {
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "epoch": epoch,
-                    "curves": curves,
-                },
-                Path(tmp) / "state.pt",
-            )
+            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch, "curves": curves}, Path(tmp) / "state.pt")
             ctx.reporter.report(metrics, tmp)
     return metrics
 
 
-def _finish(model, accelerator, ds: Dataset, calib_cache: ExitCache, flops, ref_flops, config, ctx, seed, trial_dir, loader_kw) -> dict[str, Any]:
-    """After the last epoch: cache test outputs, calibrate, save points and the final network."""
-    test_loader = DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw)
-    test_cache = _exit_cache(model, test_loader, accelerator.autocast, flops, ref_flops)
+def _write_status(trial_dir: Path, status: dict[str, Any]) -> None:
+    status["updated_at"] = datetime.now(timezone.utc).isoformat()
+    write_json(trial_dir / "status.json", status)
+
+
+def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: ExitCache, config, seed, trial_dir: Path,
+            net, data: DataInfo, status: dict[str, Any]) -> None:
+    """After the last epoch: save both caches, make the operating points, save the network."""
     calib_cache.save(trial_dir / "exit_cache_calibration.npz")
     test_cache.save(trial_dir / "exit_cache_test.npz")
     t0 = time.perf_counter()
-    res, points, per_exit = operating_points(calib_cache, test_cache, ctx.calibration, seed)
-    calib_seconds = time.perf_counter() - t0
-    write_json(
-        trial_dir / "points.json",
-        {"points": points, "per_exit_accuracy": per_exit, "hypervolume": res.hypervolume,
-         "front_size": res.front_size, "settings_evaluated": res.n_evaluated, "calibration_seconds": calib_seconds},
-    )
-    net = accelerator.unwrap_model(model)
-    from search.atomic import atomic_write
-
-    payload = {
-        "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "in_channels": ds.channels,
-        "image_size": ds.image_size,
-        "n_fine": ds.n_fine,
-        "n_coarse": ds.n_coarse,
-        "mean": ds.mean,
-        "std": ds.std,
-        "exit_flops": np.asarray(flops).tolist(),
-        "fine_names": list(ds.hierarchy.fine_names),
-        "coarse_names": list(ds.hierarchy.coarse_names),
-        "coarse_of": np.asarray(ds.hierarchy.coarse_of).tolist(),
-    }
+    outcome = family.finish(evaluation, calib_cache.stats(), test_cache.stats(), config, seed)
+    seconds = time.perf_counter() - t0
+    write_outcome(trial_dir, family, outcome, {"finish_seconds": seconds})
+    status["trial"] = outcome.trial
+    payload = {"config": config, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+               "data": data._asdict(), "outputs": family.outputs(data),
+               "costs": {k: np.asarray(v).tolist() for k, v in calib_cache.costs.items()}}
     atomic_write(trial_dir / "model.pt", lambda tmp: torch.save(payload, tmp))
-    return {
-        "hypervolume": res.hypervolume,
-        "hv_kind": "calibrated",
-        "front_size": res.front_size,
-        "calibration_seconds": calib_seconds,
-        "settings_evaluated": res.n_evaluated,
-        "final_fine_acc": per_exit["calibration"]["fine"][-1],
-        "test_final_fine_acc": per_exit["test"]["fine"][-1],
-    }
 
+
+def write_outcome(trial_dir: Path, family: Family, outcome, extra: dict[str, Any]) -> None:
+    """points.json and calibration_front.npz of a trial (also used by search.recalibrate)."""
+    write_json(trial_dir / "points.json", {"points": outcome.points, "trial": outcome.trial, **extra})
+    if outcome.front is not None:
+        decl = family.declaration
+        front = np.asarray(outcome.front, dtype=np.float64)
+
+        def _w(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, front=front, objectives=np.array(decl.hv_objectives),
+                         maximize=np.array(decl.maximize(decl.hv_objectives)),
+                         reference=np.asarray(decl.hv_reference, dtype=np.float64))
+
+        atomic_write(trial_dir / "calibration_front.npz", _w)

@@ -3,6 +3,9 @@
     L = sum_k w_exit[k] * ( lambda_fine(e)   * CE(fine_logits_k,   y_fine)
                           + lambda_coarse(e) * CE(coarse_logits_k, y_coarse) )
 
+Exits with a single head (BranchyNet: flat labels) have no coarse term: the loss is then
+BranchyNet's weighted sum of the exits' cross-entropies.
+
 where e is the (fractional) epoch and each lambda follows a start/ramp schedule:
 
     lambda(e) = lambda_max * clip((e - start) / ramp, 0, 1)   (ramp > 0)
@@ -21,7 +24,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GranularLoss", "ramp"]
+__all__ = ["GranularLoss", "exit_weights", "ramp"]
+
+
+def exit_weights(first: float, last: float, n_exits: int) -> list[float]:
+    """Per-exit loss weights running linearly from the first exit's to the last's
+    (Gran-HBN: 1.0 -> 0.6; BranchyNet found weighting early branches more helps).
+    A single exit is the last one: it gets `last`."""
+    if n_exits < 1:
+        raise ValueError("at least one exit")
+    if n_exits == 1:
+        return [float(last)]
+    return [float(first + (last - first) * k / (n_exits - 1)) for k in range(n_exits)]
 
 
 def ramp(epoch: float, weight: float, start: float, ramp_epochs: float) -> float:
@@ -52,19 +66,20 @@ class GranularLoss:
 
     def __call__(
         self,
-        outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        outputs: Sequence[tuple[torch.Tensor, ...]],
         y_fine: torch.Tensor,
-        y_coarse: torch.Tensor,
+        y_coarse: torch.Tensor | None,
         epoch: float,
     ) -> torch.Tensor:
+        """outputs: per exit, (fine_logits,) or (fine_logits, coarse_logits)."""
         if len(outputs) != len(self.exit_weights):
             raise ValueError(f"{len(outputs)} exits but {len(self.exit_weights)} exit weights")
         lf, lc = self.weights(epoch)
         # a zero-weighted graph keeps backward() valid while both terms are still ramped off
-        total = 0.0 * sum(f.float().sum() + c.float().sum() for f, c in outputs)
-        for w, (fine, coarse) in zip(self.exit_weights, outputs):
+        total = 0.0 * sum(t.float().sum() for out in outputs for t in out)
+        for w, out in zip(self.exit_weights, outputs):
             if lf:
-                total = total + w * lf * F.cross_entropy(fine.float(), y_fine, label_smoothing=self.label_smoothing)
-            if lc:
-                total = total + w * lc * F.cross_entropy(coarse.float(), y_coarse, label_smoothing=self.label_smoothing)
+                total = total + w * lf * F.cross_entropy(out[0].float(), y_fine, label_smoothing=self.label_smoothing)
+            if lc and len(out) > 1:
+                total = total + w * lc * F.cross_entropy(out[1].float(), y_coarse, label_smoothing=self.label_smoothing)
         return total

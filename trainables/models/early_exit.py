@@ -1,15 +1,18 @@
-"""The early-exit network: a staged backbone with a fine head and a coarse head at every exit.
+"""The early-exit network: a staged backbone with one classifier head per answer level at every exit.
 
-Exits sit after the stages named in `exit_after` (the last kept stage is always an exit; stages
-after it are not built). `forward` returns one (fine_logits, coarse_logits) pair per exit, which
-is what training and the calibration cache need; `segments()` exposes the per-exit pieces for
-cost counting and for dynamic inference (trainables/exits.py), which runs a sample only as far
-as its exit.
+A family says which answer levels its exits have: Gran-HBN a fine and a coarse head
+(`outputs={"fine": 100, "coarse": 20}`), BranchyNet one flat head (`{"fine": 10}`); only those
+heads are built, so costs count only what runs. Exits sit after the stages named in
+`exit_after` (the last kept stage is always an exit; stages after it are not built). `forward`
+returns one tuple of logits per exit, in the order of `outputs`, which is what training and the
+calibration cache need; `segments()` exposes the per-exit pieces for cost counting, latency
+measurement and dynamic inference (trainables/dynamic.py), which runs a sample only as far as
+its exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,30 +23,37 @@ from trainables.models import StagedBackbone, get_backbone
 HEADS = ("linear", "mlp", "conv")
 
 
-def make_head(kind: str, cin: int, n_out: int, hidden: int) -> nn.Module:
-    """One classifier head on a (B, C, H, W) feature map."""
+def make_head(kind: str, cin: int, n_out: int, hidden: int, convs: int = 1) -> nn.Module:
+    """One classifier head on a (B, C, H, W) feature map.
+
+    "conv" is BranchyNet's branch shape: `convs` 3x3 conv layers (BN, ReLU) before pooling, which
+    give a shallow exit some spatial processing of its own, then a linear layer."""
     pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if kind == "linear":
         return nn.Sequential(*pool, nn.Linear(cin, n_out))
     if kind == "mlp":
         return nn.Sequential(*pool, nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_out))
     if kind == "conv":
-        # one 3x3 conv before pooling gives a shallow exit some spatial processing of its own
-        return nn.Sequential(
-            nn.Conv2d(cin, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            *pool, nn.Linear(hidden, n_out),
-        )
+        if convs < 1:
+            raise ValueError(f"a conv head needs convs >= 1, got {convs}")
+        layers: list[nn.Module] = []
+        for i in range(convs):
+            layers += [nn.Conv2d(cin if i == 0 else hidden, hidden, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        return nn.Sequential(*layers, *pool, nn.Linear(hidden, n_out))
     raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
 
 
 class ExitHeads(nn.Module):
-    def __init__(self, kind: str, cin: int, n_fine: int, n_coarse: int, hidden: int) -> None:
-        super().__init__()
-        self.fine = make_head(kind, cin, n_fine, hidden)
-        self.coarse = make_head(kind, cin, n_coarse, hidden)
+    """The heads of one exit, one per answer level; returns their logits in that order."""
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fine(h), self.coarse(h)
+    def __init__(self, kind: str, cin: int, outputs: Mapping[str, int], hidden: int, convs: int = 1) -> None:
+        super().__init__()
+        self.levels = tuple(outputs)
+        self.heads = nn.ModuleDict({name: make_head(kind, cin, n, hidden, convs) for name, n in outputs.items()})
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.heads[name](h) for name in self.levels)
 
 
 class EarlyExitNet(nn.Module):
@@ -51,11 +61,11 @@ class EarlyExitNet(nn.Module):
         self,
         backbone: StagedBackbone,
         exit_after: Sequence[int],
-        n_fine: int,
-        n_coarse: int,
+        outputs: Mapping[str, int],
         head: str = "linear",
         head_hidden: int = 128,
         exit_grad_scale: float = 1.0,
+        head_convs: int = 1,
     ) -> None:
         super().__init__()
         if not 0.0 <= exit_grad_scale <= 1.0:
@@ -71,10 +81,13 @@ class EarlyExitNet(nn.Module):
         self.exit_after = exits
         # stages after the last exit would never run: drop them
         self.stages = nn.ModuleList(list(backbone.stages)[: exits[-1] + 1])
+        if not outputs:
+            raise ValueError("an exit needs at least one head")
         self.heads = nn.ModuleList(
-            ExitHeads(head, backbone.stage_channels[e], n_fine, n_coarse, head_hidden) for e in exits
+            ExitHeads(head, backbone.stage_channels[e], outputs, head_hidden, head_convs) for e in exits
         )
-        self.n_fine, self.n_coarse = n_fine, n_coarse
+        self.outputs = dict(outputs)
+        self.levels = tuple(outputs)
 
     @property
     def n_exits(self) -> int:
@@ -96,7 +109,7 @@ class EarlyExitNet(nn.Module):
             return h.detach()
         return h.detach() + s * (h - h.detach())  # same value, gradient scaled by s
 
-    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         outs = []
         h = x
         k = 0
@@ -109,10 +122,10 @@ class EarlyExitNet(nn.Module):
         return outs
 
 
-def build_early_exit_net(config: dict[str, Any], in_channels: int, n_fine: int, n_coarse: int) -> EarlyExitNet:
+def build_early_exit_net(config: Mapping[str, Any], in_channels: int, outputs: Mapping[str, int]) -> EarlyExitNet:
     """Build from a flat config: `backbone`, `<backbone>.<arg>` entries (e.g. `resnet.width`),
-    `exit_after`, `head`, `head_hidden`. Backbone arguments carry the backbone's name so that one
-    study can search two backbones whose arguments differ in kind."""
+    `exit_after`, `head`, `head_hidden`, `head_convs`. Backbone arguments carry the backbone's
+    name so that one study can search two backbones whose arguments differ in kind."""
     prefix = f"{config['backbone']}."
     bb_kwargs = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
     backbone = get_backbone(config["backbone"], in_channels=in_channels, **bb_kwargs)
@@ -123,9 +136,9 @@ def build_early_exit_net(config: dict[str, Any], in_channels: int, n_fine: int, 
     return EarlyExitNet(
         backbone,
         exit_after,
-        n_fine,
-        n_coarse,
+        outputs,
         head=config.get("head", "linear"),
         head_hidden=int(config.get("head_hidden", 128)),
         exit_grad_scale=float(config.get("exit_grad_scale", 1.0)),
+        head_convs=int(config.get("head_convs", 1)),
     )

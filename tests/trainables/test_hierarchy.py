@@ -11,7 +11,7 @@ import pytest
 
 from trainables.data.hierarchy import Hierarchy
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # ---------------------------------------------------------------------------- two-level tree
 

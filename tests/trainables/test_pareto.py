@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reports.pareto import hypervolume, non_dominated_mask, pareto_front
+from trainables.pareto import hypervolume, non_dominated_mask, pareto_front
 
 
 def brute_mask(p):

@@ -30,7 +30,7 @@ from trainables.data import (
 )
 from trainables.data import cifar, fashion_mnist, synthetic
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # ---------------------------------------------------------------------------- fixture writers
 #

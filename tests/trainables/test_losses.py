@@ -39,3 +39,23 @@ def test_fine_term_off_before_its_start_and_graph_still_valid():
 def test_exit_count_mismatch_is_an_error():
     with pytest.raises(ValueError):
         GranularLoss(exit_weights=[1.0])([(torch.randn(2, 3), torch.randn(2, 2))] * 2, torch.zeros(2).long(), torch.zeros(2).long(), 0)
+
+
+def test_exit_weights_run_linearly_and_a_single_exit_is_the_last():
+    from trainables.losses import exit_weights
+
+    assert exit_weights(1.0, 0.6, 3) == pytest.approx([1.0, 0.8, 0.6])
+    assert exit_weights(1.0, 0.3, 2) == pytest.approx([1.0, 0.3])
+    assert exit_weights(1.0, 0.6, 1) == [0.6]  # one exit: it is the last exit, so exit_weight_last applies
+    with pytest.raises(ValueError):
+        exit_weights(1.0, 1.0, 0)
+
+
+def test_one_level_outputs_are_branchynets_weighted_cross_entropy():
+    torch.manual_seed(1)
+    outs = [(torch.randn(8, 10),) for _ in range(3)]
+    y = torch.randint(0, 10, (8,))
+    fn = GranularLoss(exit_weights=[1.0, 0.65, 0.3], lambda_coarse=0.0)
+    ce = torch.nn.functional.cross_entropy
+    expect = sum(w * ce(o[0], y) for w, o in zip([1.0, 0.65, 0.3], outs))
+    assert fn(outs, y, None, epoch=0).item() == pytest.approx(expect.item(), rel=1e-6)

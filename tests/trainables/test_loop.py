@@ -1,0 +1,125 @@
+"""The shared trial loop: device-resident data, the files a trial leaves, resumption, divergence,
+clean state between trials, and one signal measure from the first epoch to the last."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spaces import get_space
+from trainables.device_data import DeviceLoader
+from trainables.loop import LocalReporter, TrialContext, TrialDiverged, run_trial
+from trainables.pareto import hypervolume
+
+TINY_CFG = {
+    "backbone": "resnet", "resnet.width": 4, "resnet.blocks": 1, "resnet.n_stages": 3, "exit_after": [0, 1, 2],
+    "head": "linear", "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "lr_schedule": "cosine",
+    "batch_size": 64, "epochs": 2, "lambda_fine": 1.0, "lambda_coarse": 1.0, "exit_weight_last": 0.6,
+}
+TINY_CAL = {"n_trials": 16, "neighbours": 4, "population": 8, "levels": 16, "max_points": 8}
+
+
+def gran_family():
+    space = get_space("gran_hbn")
+    budget = space.budget("smoke")
+    from spaces.gran_hbn import DECLARATION, GranHBN
+
+    return GranHBN(DECLARATION, TINY_CAL, space.largest_configs(budget))
+
+
+def tiny_ctx(tmp_path, **kw):
+    d = tmp_path / "trial"
+    kw.setdefault("cpu_threads", 1)
+    return TrialContext(trial_dir=str(d), reporter=LocalReporter(d), data="synthetic", data_size="tiny", epochs=2, **kw)
+
+
+def test_device_loader_augments_on_device_deterministically():
+    from trainables.data import Split
+
+    imgs = torch.arange(4 * 3 * 8 * 8, dtype=torch.int64).remainder(256).to(torch.uint8).view(4, 3, 8, 8)
+    split = Split(imgs, torch.tensor([0, 1, 2, 3]))
+    kw = dict(coarse_of=np.array([0, 0, 1, 1]), batch_size=2, device=torch.device("cpu"),
+              mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
+    a = [b[0] for b in DeviceLoader(split, train=True, seed=1, **kw).epoch(0)]
+    b = [b[0] for b in DeviceLoader(split, train=True, seed=1, **kw).epoch(0)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    ev = list(DeviceLoader(split, train=False, **kw).epoch())
+    assert torch.equal(ev[0][0], imgs[:2].float()) and ev[1][2].tolist() == [1, 1]
+    # a crop with padding keeps the shape; values come from the image or the zero padding
+    assert a[0].shape == (2, 3, 8, 8) and set(a[0].unique().tolist()) <= set(range(256))
+
+
+def test_trial_writes_points_caches_front_and_checkpoint(tmp_path):
+    ctx = tiny_ctx(tmp_path)
+    m = run_trial(gran_family(), dict(TINY_CFG), ctx)
+    d = tmp_path / "trial"
+    assert 0 < m["hypervolume"] <= 1 and len(ctx.reporter.history) == 2
+    status = json.loads((d / "status.json").read_text())
+    assert status["status"] == "complete" and status["epochs_done"] == 2 and status["updated_at"]
+    pts = json.loads((d / "points.json").read_text())
+    assert {p["split"] for p in pts["points"]} == {"calibration", "test"}
+    assert any(p["reference"] for p in pts["points"]) and any(not p["reference"] for p in pts["points"])
+    for f in ("exit_cache_calibration.npz", "exit_cache_test.npz", "model.pt", "checkpoint/state.pt", "calibration_front.npz"):
+        assert (d / f).exists(), f
+    # the stored hypervolume is recomputable from the stored front
+    with np.load(d / "calibration_front.npz") as z:
+        hv = hypervolume(z["front"], z["reference"], z["maximize"].tolist())
+        assert list(z["objectives"]) == ["accuracy", "specificity", "expected_flops_norm"]
+    assert hv == pytest.approx(pts["trial"]["hypervolume"], abs=1e-12)
+
+
+def test_per_epoch_signal_is_the_final_measure(tmp_path):
+    """A scheduler compares rungs with the same measure a finished trial reports: recomputing the
+    family's signal from the last epoch's calibration cache gives the reported value exactly."""
+    from trainables.exits import ExitCache
+
+    fam = gran_family()
+    ctx = tiny_ctx(tmp_path)
+    run_trial(fam, dict(TINY_CFG), ctx)
+    d = tmp_path / "trial"
+    status = json.loads((d / "status.json").read_text())
+    last = ctx.reporter.history[-1]["hypervolume"]
+    again = fam.evaluate(ExitCache.load(d / "exit_cache_calibration.npz").stats(), TINY_CFG, status["seed"])
+    assert again.signal["hypervolume"] == pytest.approx(last, abs=1e-12)
+    curves = json.loads((d / "curves.json").read_text())
+    assert [c["hypervolume"] for c in curves] == [h["hypervolume"] for h in ctx.reporter.history]
+
+
+def test_trial_resumes_from_checkpoint(tmp_path):
+    cfg = dict(TINY_CFG)
+    ctx = tiny_ctx(tmp_path)
+    run_trial(gran_family(), {**cfg, "epochs": 2}, ctx)
+    # a retried trial: same directory, checkpoint after epoch 2 of 3 -> only epoch 3 runs
+    state = torch.load(tmp_path / "trial" / "checkpoint" / "state.pt", weights_only=False)
+    assert state["epoch"] == 1
+    m = run_trial(gran_family(), {**cfg, "epochs": 3}, ctx)
+    status = json.loads((tmp_path / "trial" / "status.json").read_text())
+    assert status["resumed_from_epoch"] == 2 and m["epoch"] == 3
+    assert len(ctx.reporter.history) == 3  # 2 from the first run + 1 resumed epoch
+
+
+def test_diverging_trial_raises_with_reason(tmp_path):
+    with pytest.raises(TrialDiverged, match="loss became"):
+        run_trial(gran_family(), {**TINY_CFG, "lr": 1e30, "lr_schedule": "multistep"}, tiny_ctx(tmp_path))
+
+
+def test_accelerate_state_does_not_leak_between_trials(tmp_path):
+    """Reused workers: a second trial in the same process starts from a clean state."""
+    from accelerate.state import AcceleratorState
+
+    run_trial(gran_family(), {**TINY_CFG, "epochs": 1}, tiny_ctx(tmp_path / "a"))
+    assert AcceleratorState._shared_state != {}
+    torch.set_num_threads(2)
+    run_trial(gran_family(), {**TINY_CFG, "epochs": 1}, tiny_ctx(tmp_path / "b", cpu_threads=1))
+    assert torch.get_num_threads() == 1
+
+
+def test_single_exit_network_uses_the_last_exit_weight(tmp_path):
+    fam = gran_family()
+    loss = fam.make_loss({"exit_weight_first": 1.0, "exit_weight_last": 0.25}, 1)
+    assert list(loss.exit_weights) == [0.25]
+    m = run_trial(fam, {**TINY_CFG, "exit_after": [2], "epochs": 1, "exit_weight_last": 0.25}, tiny_ctx(tmp_path))
+    assert np.isfinite(m["train_loss"])

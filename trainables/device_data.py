@@ -1,0 +1,96 @@
+"""Training data resident on the device as uint8, augmented there, batch by batch.
+
+Loading and augmenting uint8 on the device is faster than a per-sample PIL pipeline
+(benchmarks/throughput.py measures it): a split is copied to the device once, then each batch is
+gathered, randomly cropped (pad by size/8) and flipped there, normalised and (on a GPU) laid out
+channels_last. Datasets are read-only, so a reused worker keeps the last one between trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from trainables.data import Dataset, Split, get_dataset
+
+__all__ = ["DeviceLoader", "load_data"]
+
+
+_DATA_CACHE: dict[tuple, Dataset] = {}
+
+
+def load_data(name: str, root: str | None, *, size: str, download: bool, seed: int) -> Dataset:
+    """The dataset, kept in memory for the next trial of a reused worker."""
+    key = (name, root, size, download, seed)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = get_dataset(name, root, seed=seed, download=download, size=size)
+    return _DATA_CACHE[key]
+
+
+class DeviceLoader:
+    """Batches from a split held on the device as uint8; augmentation done there, batched."""
+
+    def __init__(
+        self,
+        split: Split,
+        coarse_of: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.images = split.images.to(device, non_blocking=True)
+        self.fine = split.fine.to(device)
+        self.coarse = torch.as_tensor(coarse_of, device=device)[self.fine]
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.train = train
+        self.seed = seed
+        self.channels_last = channels_last
+        c = self.images.shape[1]
+        self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, c, 1, 1) * 255
+        self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, c, 1, 1) * 255
+        self.pad = max(1, self.images.shape[-1] // 8)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        B, C, H, W = x.shape
+        p = self.pad
+        xp = torch.nn.functional.pad(x, (p, p, p, p))
+        oy = torch.randint(0, 2 * p + 1, (B,), device=x.device, generator=gen)
+        ox = torch.randint(0, 2 * p + 1, (B,), device=x.device, generator=gen)
+        rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None].expand(B, C, H, W + 2 * p)
+        xp = xp.gather(2, rows)
+        cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :].expand(B, C, H, W)
+        x = xp.gather(3, cols)
+        flip = torch.rand(B, device=x.device, generator=gen) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
+        if self.train:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(self.seed * 100_003 + epoch)  # a resumed trial replays the same epoch
+            order = torch.randperm(n, device=self.device, generator=gen)
+        else:
+            gen = None
+            order = torch.arange(n, device=self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx].float()
+            if self.train:
+                x = self._augment(x, gen)
+            x = (x - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.fine[idx], self.coarse[idx]

@@ -1,0 +1,115 @@
+"""What a family supplies to the shared trial loop (trainables/loop.py).
+
+The loop owns the infrastructure every family needs: device-resident uint8 data and on-device
+augmentation, Accelerate, optimiser and schedule, checkpoints and resumption, reporting to the
+outer search, divergence, the FLOP count (and, when asked, the latency) of every exit, and the
+caching of every exit's outputs on the calibration and test splits. A family supplies only what
+is its own:
+
+* `build_model(config, data)`  its network (an EarlyExitNet with the family's answer levels);
+* `make_loss(config, n_exits)`  its loss, called as loss(outputs, y_fine, y_coarse, epoch);
+* `evaluate(calib, config, seed)`  the trial's signal on the calibration split, computed the
+  same way after every epoch and at the end, so a scheduler compares like with like;
+* `finish(evaluation, calib, test, config, seed)`  the operating points (chosen on calibration,
+  scored on test) and the trial's declared values;
+* `thresholds(point, n_exits)`  the exit thresholds (levels x exits) of a stored point, for
+  dynamic inference (search.load).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from trainables.contract import Declaration, Outcome
+from trainables.exits import ExitStats
+
+__all__ = ["DataInfo", "Evaluation", "Family", "pick", "point_rows"]
+
+
+class DataInfo(NamedTuple):
+    """What building and using a network needs of its dataset (also stored with the network)."""
+
+    channels: int
+    image_size: int
+    n_fine: int
+    n_coarse: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    fine_names: tuple[str, ...]
+    coarse_names: tuple[str, ...]
+    coarse_of: tuple[int, ...]
+
+    @classmethod
+    def of(cls, ds: Any) -> DataInfo:
+        h = ds.hierarchy
+        return cls(ds.channels, ds.image_size, ds.n_fine, ds.n_coarse, tuple(ds.mean), tuple(ds.std),
+                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of))
+
+    def n_classes(self, level: str) -> int:
+        return {"fine": self.n_fine, "coarse": self.n_coarse}[level]
+
+    def names(self, level: str) -> tuple[str, ...]:
+        return {"fine": self.fine_names, "coarse": self.coarse_names}[level]
+
+
+class Evaluation(NamedTuple):
+    signal: dict[str, float]  # reported to the outer search each epoch; holds the declared objectives
+    curve: dict[str, Any]  # the declared per-epoch curve values
+    state: Any = None  # what finish() reuses (e.g. the calibration it already ran)
+
+
+class Family(ABC):
+    """A family's own parts; one instance per (space, budget, options)."""
+
+    #: answer levels of every exit, in the order its policy tries them ("fine", "coarse")
+    levels: tuple[str, ...] = ("fine",)
+    #: measure every exit's latency on the trial's device (costs "latency_ms", "latency_ms_batched")
+    latency: bool = False
+
+    def __init__(self, declaration: Declaration, calibration: Mapping[str, Any],
+                 reference_configs: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.declaration = declaration
+        self.calibration = dict(calibration)  # the budget's calibration settings
+        self.reference_configs = [dict(c) for c in reference_configs]  # the space's largest networks
+
+    def outputs(self, data: DataInfo) -> dict[str, int]:
+        return {level: data.n_classes(level) for level in self.levels}
+
+    def build_model(self, config: Mapping[str, Any], data: DataInfo):
+        from trainables.models import build_early_exit_net
+
+        return build_early_exit_net(config, data.channels, self.outputs(data))
+
+    @abstractmethod
+    def make_loss(self, config: Mapping[str, Any], n_exits: int) -> Callable[..., Any]: ...
+
+    @abstractmethod
+    def evaluate(self, calib: ExitStats, config: Mapping[str, Any], seed: int) -> Evaluation: ...
+
+    @abstractmethod
+    def finish(self, evaluation: Evaluation, calib: ExitStats, test: ExitStats, config: Mapping[str, Any],
+               seed: int) -> Outcome: ...
+
+    @abstractmethod
+    def thresholds(self, point: Mapping[str, Any], n_exits: int) -> np.ndarray:
+        """(levels, exits) thresholds of a stored operating point (a results row)."""
+
+
+def pick(values: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:
+    """Setting i's values as plain Python (floats, or lists of floats for per-exit vectors)."""
+    out: dict[str, Any] = {}
+    for name, v in values.items():
+        x = np.asarray(v)[i]
+        out[name] = [float(e) for e in x] if np.ndim(x) else (x.item() if isinstance(x, np.generic) else x)
+    return out
+
+
+def point_rows(point_id: str, policy: str, *, reference: bool, trial_front: bool, params: Mapping[str, Any],
+               by_split: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of one operating point, one per split (same id, policy and parameters)."""
+    return [{"point_id": point_id, "policy": policy, "reference": reference, "trial_front": trial_front,
+             "split": split, **params, **values} for split, values in by_split.items()]
