@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spaces._base import Budget, Space
+from spaces._base import Budget, Option, Space
 from trainables.registry import Registry
 
-__all__ = ["Budget", "Space", "get_space", "list_spaces", "register_space"]
+__all__ = ["Budget", "Option", "Space", "get_space", "list_spaces", "register_space"]
 
 _SPACES: Registry[Callable[[], Space]] = Registry("space")
 register_space = _SPACES.register
@@ -27,6 +27,7 @@ def get_space(name: str) -> Space:
     return space
 
 
+from spaces import branchynet as _branchynet  # noqa: E402,F401
 from spaces import gran_hbn as _gran_hbn  # noqa: E402,F401
 
 

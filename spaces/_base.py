@@ -1,22 +1,29 @@
-"""What a named search space is: a define-by-run function plus what its trials need.
+"""What a named search space is: a define-by-run function plus the family its trials train.
 
 A space's `define(trial, budget)` only calls `trial.suggest_*` and returns constants (derived
 values such as `exit_after`), so the very same function serves Ray Tune's `OptunaSearch` and a
 plain Optuna loop (`search.local`), and tests can run it with `optuna.trial.FixedTrial`.
-The space declares the outer search's objectives with their directions; a trial reports a value
-for each. Spaces whose trials yield many operating points report one scalar (the hypervolume of
-the trial's calibration front); spaces whose trials yield one point report that point's values
-and the outer search is multi-objective over them. The same code path handles both.
+
+`family(budget, options)` returns the family's own parts (trainables/family.py): its model,
+loss, per-epoch signal and calibration, and its `Declaration` (trainables/contract.py) of what an
+operating point is, which fixes the run's results schema, report and loader. Shared code works
+from that declaration only. `options` are the space's own run options (e.g. which cost is a point
+objective), each declared with its choices so the CLI can check them.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Budget", "Space"]
+if TYPE_CHECKING:
+    from trainables.contract import Declaration
+    from trainables.family import Family
+    from trainables.loop import TrialContext
+
+__all__ = ["Budget", "Option", "Space"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +33,18 @@ class Budget:
 
     name: str
     epochs: int  # most epochs a trial trains for
-    data_size: str  # "smoke" (subset) | "full"
+    data_size: str  # "tiny" | "smoke" (subset) | "full"
     trials: int  # default number of trials
-    calibration: dict[str, Any] = field(default_factory=dict)  # kwargs of trainables.exits.calibrate
+    calibration: dict[str, Any] = field(default_factory=dict)  # the family's calibration settings
+
+
+@dataclass(frozen=True)
+class Option:
+    """A run option of a space (a CLI flag of the same name)."""
+
+    choices: tuple[str, ...]
+    default: str
+    help: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,12 +52,11 @@ class Space:
     name: str
     description: str
     define: Callable[..., dict[str, Any] | None]  # define(trial, budget) -> constants
-    trainable: Callable[..., dict[str, Any]]  # train(config, ctx) -> final metrics
-    objectives: dict[str, str]  # outer-search metric -> "max" | "min"
-    point_objectives: dict[str, str]  # what one operating point is scored on
+    family: Callable[[Budget, Mapping[str, str]], Family]  # family(budget, options) -> its parts
     largest_configs: Callable[[Budget], list[dict[str, Any]]]  # candidates for the cost normaliser
     default_data: str
     budgets: dict[str, Budget]
+    options: dict[str, Option] = field(default_factory=dict)
 
     def search_space(self, budget: Budget) -> Callable[[Any], dict[str, Any] | None]:
         """The define-by-run function, bound to a budget (picklable, for Ray's searcher)."""
@@ -51,4 +66,28 @@ class Space:
         try:
             return self.budgets[name]
         except KeyError:
-            raise ValueError(f"space {self.name!r} has no budget {name!r}; known: {', '.join(self.budgets)}") from None
+            raise ValueError(f"space {self.name!r} has no budget {name!r}; its budgets: {', '.join(self.budgets)}") from None
+
+    def resolve_options(self, given: Mapping[str, str | None]) -> dict[str, str]:
+        """Every option of this space, from `given` or its default; an unknown or bad one raises."""
+        out = {}
+        for key, value in given.items():
+            if value is not None and key not in self.options:
+                raise ValueError(f"space {self.name!r} has no option --{key.replace('_', '-')}"
+                                 + (f"; its options: {', '.join(self.options)}" if self.options else ""))
+        for key, opt in self.options.items():
+            value = given.get(key) or opt.default
+            if value not in opt.choices:
+                raise ValueError(f"--{key.replace('_', '-')} {value!r} is not one of {', '.join(opt.choices)} (space {self.name})")
+            out[key] = value
+        return out
+
+    def declaration(self, budget: Budget, options: Mapping[str, str] | None = None) -> Declaration:
+        return self.family(budget, self.resolve_options(options or {})).declaration
+
+    def train(self, config: dict[str, Any], ctx: TrialContext, budget: Budget,
+              options: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One trial: the family's parts in the shared loop."""
+        from trainables.loop import run_trial
+
+        return run_trial(self.family(budget, self.resolve_options(options or {})), config, ctx)

@@ -1,12 +1,13 @@
 """Gran-HBN / AG-HBN: early-exit networks with a fine and a coarse head at every exit.
 
 Per input, entropy decides whether to answer fine, answer coarse, or go deeper
-(trainables/exits.py). The space searches the backbone (CIFAR ResNet, width and depth; or the
-Gran-HBN paper's AlexNet-style network), where the exits sit, the head shape, the granular
+(trainables/exits/policy.py). The space searches the backbone (CIFAR ResNet, width and depth; or
+the Gran-HBN paper's AlexNet-style network), where the exits sit, the head shape, the granular
 loss (fine/coarse weights with start epochs and ramps, per-exit weights) and the optimiser and
-LR schedule. Each trial is trained once and its thresholds calibrated afterwards; its signal to
-the outer search is the hypervolume of its calibration front of (accuracy, specificity,
-expected FLOPs / FLOPs of this space's largest network).
+LR schedule. Each trial is trained once and its thresholds calibrated afterwards by the inner
+multi-objective search (trainables/exits/search.py) on the calibration split; its signal to the
+outer search, after every epoch and at the end alike, is the hypervolume of that calibration
+front of (accuracy, specificity, expected FLOPs / FLOPs of this space's largest network).
 
 Paper defaults, for reference (../shared/RESEARCH.md): Adam, lr 1.5e-4, weight decay 5e-4,
 batch 64, 120 epochs, branch weights [1.0, 0.8, 0.6], fine weight 1.5 (Gran-HBN) or 1.02
@@ -16,12 +17,18 @@ batch 64, 120 epochs, branch weights [1.0, 0.8, 0.6], fine weight 1.5 (Gran-HBN)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from spaces import register_space
 from spaces._base import Budget, Space
-from trainables.exits import POINT_OBJECTIVES
-from trainables.loop import train
+from spaces._training import suggest_training
+from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
+from trainables.exits import ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
+from trainables.family import Evaluation, Family, pick, point_rows
+from trainables.losses import GranularLoss, exit_weights
 
 BUDGETS = {
     # smoke: 2 CPU cores, a few minutes for the whole search (README quick start)
@@ -73,17 +80,7 @@ def define(trial, budget: Budget) -> dict[str, Any]:
     trial.suggest_float("exit_weight_first", 0.3, 1.0)
     trial.suggest_float("exit_weight_last", 0.3, 1.0)
 
-    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam", "adamw"])
-    if optimizer == "sgd":
-        lr = trial.suggest_float("lr_sgd", 0.01, 0.2, log=True)
-    else:
-        lr = trial.suggest_float("lr_adam", 1e-4, 3e-3, log=True)
-    trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
-    schedule = trial.suggest_categorical("lr_schedule", ["cosine", "cosine_restarts", "multistep", "onecycle"])
-    if schedule == "cosine_restarts":
-        trial.suggest_int("lr_cycles", 2, 3)
-    trial.suggest_categorical("label_smoothing", [0.0, 0.1])
-    trial.suggest_categorical("batch_size", BATCH_SIZES[b])
+    lr = suggest_training(trial, BATCH_SIZES[b])
     return {"exit_after": exit_after, "lr": lr}
 
 
@@ -110,15 +107,159 @@ def paper_config(ag_hbn: bool = False) -> dict[str, Any]:
     }
 
 
+FLOPS_CONVENTION = (
+    "FLOPs per image counted by torch.utils.flop_counter.FlopCounterMode at batch 1 (2 FLOPs per "
+    "multiply-accumulate of matmuls and convolutions); the cost to exit k includes every backbone stage up "
+    "to k and the fine and coarse heads of exits 1..k; expected FLOPs = sum over exits of (fraction "
+    "exiting there) x (cost to that exit); normalised by the FLOPs of the space's largest network."
+)
+
+DECLARATION = Declaration(
+    yields="points",
+    point=(
+        Column("accuracy", direction="max", unit="fraction",
+               description="answers right at the level answered (fine: true class; coarse: true superclass)"),
+        Column("specificity", direction="max", unit="fraction", description="fraction of answers given at the fine level"),
+        Column("expected_flops", direction="min", unit="FLOPs", description="mean FLOPs per image"),
+        Column("expected_flops_norm", direction="min", unit="ratio",
+               description="expected FLOPs / FLOPs of the space's largest network"),
+        Column("exit_fraction", "floats", per_exit=True, unit="fraction", description="fraction answered at each exit"),
+        Column("fine_acc_per_exit", "floats", per_exit=True, unit="fraction",
+               description="each exit's fine-head top-1 accuracy on the whole split"),
+        Column("coarse_acc_per_exit", "floats", per_exit=True, unit="fraction",
+               description="each exit's coarse-head top-1 accuracy on the whole split"),
+    ),
+    policy=(
+        Column("thresholds_fine", "floats", per_exit=True,
+               description="per-exit normalised-entropy threshold of a fine answer (-1 never, 2 always)"),
+        Column("thresholds_coarse", "floats", per_exit=True,
+               description="per-exit threshold of a coarse answer; the last exit's is unused (what reaches it answers)"),
+    ),
+    trial=(
+        Column("hypervolume", direction="max",
+               description="hypervolume of the trial's whole calibration front (its search signal); "
+                           "recomputable from trials/<id>/calibration_front.npz"),
+        Column("front_size", "int", description="calibration-front size before thinning to the stored points"),
+        Column("settings_evaluated", "int", description="distinct threshold settings the inner search scored"),
+        Column("exit_flops", "floats", per_exit=True, unit="FLOPs",
+               description="cumulative FLOPs per image up to each exit, heads included"),
+    ),
+    curves=(
+        Column("hypervolume", direction="max", description="calibration-front hypervolume after this epoch"),
+        Column("calib_fine_acc_per_exit", "floats", per_exit=True, unit="fraction",
+               description="each exit's fine accuracy on calibration"),
+        Column("calib_coarse_acc_per_exit", "floats", per_exit=True, unit="fraction",
+               description="each exit's coarse accuracy on calibration"),
+    ),
+    point_objectives=("accuracy", "specificity", "expected_flops_norm"),
+    objectives={"hypervolume": "max"},
+    report=ReportSpec(
+        fronts=(("expected_flops", "accuracy"), ("specificity", "accuracy")),
+        table=("accuracy", "specificity", "expected_flops", "expected_flops_norm"),
+        trial_curve=("expected_flops", "accuracy"),
+        exit_fraction="exit_fraction",
+        epoch_panels=("hypervolume", "calib_fine_acc_per_exit", "calib_coarse_acc_per_exit"),
+        key_config=("backbone", "head", "epochs", "optimizer", "lr", "exit_after"),
+    ),
+    selection=Selection(
+        best="accuracy", constraints={"specificity": ("min", 0.9)}, tie_break="expected_flops",
+        description="the global-front point with the best calibration accuracy among those answering at "
+                    "the fine level at least 90% of the time (specificity >= 0.9); ties to fewer FLOPs",
+    ),
+    hv_objectives=("accuracy", "specificity", "expected_flops_norm"),
+    hv_reference=(0.0, 0.0, 1.0),
+    notes={
+        "FLOPs convention": FLOPS_CONVENTION,
+        "specificity": "fraction of answers given at the fine (class) level rather than the coarse (superclass) level",
+        "hypervolume": "of (accuracy, specificity, expected FLOPs / largest network's), reference point (0, 0, 1)",
+    },
+)
+
+
+class GranHBN(Family):
+    """Gran-HBN's own parts: fine and coarse heads, the granular loss, entropy-threshold calibration."""
+
+    levels = ("fine", "coarse")
+
+    def make_loss(self, config: Mapping[str, Any], n_exits: int) -> GranularLoss:
+        return GranularLoss(
+            exit_weights=exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)),
+                                      n_exits),
+            lambda_fine=float(config.get("lambda_fine", 1.0)),
+            lambda_coarse=float(config.get("lambda_coarse", 1.0)),
+            fine_start_epoch=float(config.get("fine_start_epoch", 0)),
+            fine_ramp_epochs=float(config.get("fine_ramp_epochs", 0)),
+            coarse_start_epoch=float(config.get("coarse_start_epoch", 0)),
+            coarse_ramp_epochs=float(config.get("coarse_ramp_epochs", 0)),
+            label_smoothing=float(config.get("label_smoothing", 0.0)),
+        )
+
+    @staticmethod
+    def metrics(scores: PointScores, stats: ExitStats) -> dict[str, np.ndarray]:
+        """The declared point metrics of S settings, vectorised."""
+        return {
+            "accuracy": scores.accuracy,
+            "specificity": scores.level_fraction[:, 0],
+            "expected_flops": scores.expected(stats.costs["flops"]),
+            "expected_flops_norm": scores.expected(stats.normalised_cost("flops")),
+            "exit_fraction": scores.exit_fraction,
+        }
+
+    def _objectives(self, stats: ExitStats):
+        names = DECLARATION.hv_objectives
+
+        def objectives(scores: PointScores) -> np.ndarray:
+            m = self.metrics(scores, stats)
+            return np.stack([m[n] for n in names], axis=1)
+
+        return objectives
+
+    def evaluate(self, calib: ExitStats, config: Mapping[str, Any], seed: int) -> Evaluation:
+        res = calibrate(calib, self._objectives(calib), DECLARATION.maximize(DECLARATION.hv_objectives),
+                        DECLARATION.hv_reference, seed=seed, **self.calibration)
+        curve = {"hypervolume": res.hypervolume, "calib_fine_acc_per_exit": calib.acc_per_exit("fine").tolist(),
+                 "calib_coarse_acc_per_exit": calib.acc_per_exit("coarse").tolist()}
+        return Evaluation({"hypervolume": res.hypervolume}, curve, res)
+
+    def finish(self, evaluation: Evaluation, calib: ExitStats, test: ExitStats, config: Mapping[str, Any],
+               seed: int) -> Outcome:
+        res = evaluation.state
+        fixed = fixed_policies(2, calib.n_exits, self.levels)
+        settings = np.concatenate([res.thresholds, np.stack([t for _, t in fixed])])
+        names = [("calibrated", f"calibrated/{i}") for i in range(len(res.thresholds))]
+        names += [(name, f"{name}/0") for name, _ in fixed]
+        split_metrics = {}
+        for split, stats in (("calibration", calib), ("test", test)):
+            m = self.metrics(evaluate_dense(stats, settings), stats)
+            per_exit = {"fine_acc_per_exit": stats.acc_per_exit("fine").tolist(),
+                        "coarse_acc_per_exit": stats.acc_per_exit("coarse").tolist()}
+            split_metrics[split] = [pick(m, i) | per_exit for i in range(len(settings))]
+        points = []
+        for i, (policy, pid) in enumerate(names):
+            reference = policy != "calibrated"
+            points += point_rows(pid, policy, reference=reference, trial_front=not reference,
+                                 params={"thresholds_fine": settings[i, 0].tolist(), "thresholds_coarse": settings[i, 1].tolist()},
+                                 by_split={s: split_metrics[s][i] for s in split_metrics})
+        trial = {"hypervolume": res.hypervolume, "front_size": int(len(res.front)), "settings_evaluated": res.n_evaluated,
+                 "exit_flops": calib.costs["flops"].tolist()}
+        return Outcome(points, trial, res.front)
+
+    def thresholds(self, point: Mapping[str, Any], n_exits: int) -> np.ndarray:
+        return np.array([point["thresholds_fine"], point["thresholds_coarse"]], dtype=np.float64)
+
+
+
+def family(budget: Budget, options: Mapping[str, str]) -> GranHBN:
+    return GranHBN(DECLARATION, budget.calibration, largest_configs(budget))
+
+
 @register_space
 def gran_hbn() -> Space:
     return Space(
         name="gran_hbn",
         description="Gran-HBN / AG-HBN early-exit network, fine+coarse heads per exit, entropy exits",
         define=define,
-        trainable=train,
-        objectives={"hypervolume": "max"},
-        point_objectives=dict(POINT_OBJECTIVES),
+        family=family,
         largest_configs=largest_configs,
         default_data="cifar100",
         budgets=BUDGETS,

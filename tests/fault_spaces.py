@@ -1,26 +1,32 @@
 """Test-only spaces, registered through EXITSEARCH_SPACES so that Ray workers see them too.
 
-`tiny_gran`: gran_hbn's own define-by-run function on a tiny budget.
-`single_point`: the same trials, judged by one point (final-exit accuracy, its cost).
-`faulty`: the same, plus a searched `fault` that makes a trial raise, diverge (NaN loss through
-a huge learning rate), or train normally, to check that one failed trial never sinks a search.
+`tiny_gran`: gran_hbn's own define-by-run function and family on a tiny budget.
+`tiny_branchy`: branchynet's, likewise.
+`single_point`: the same networks judged by one point per trial (the final exit's accuracy and
+cost): the outer search is multi-objective over that point.
+`tiny_asha`: three epochs a trial, so an ASHA scheduler has something to stop.
+`faulty`: gran_hbn plus a derived `fault` that makes a trial raise, diverge (a NaN loss), or
+train normally, to check that one failed trial never sinks a search.
 """
 
 from __future__ import annotations
 
-from spaces import Budget, Space, register_space
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from spaces import Budget, Space, get_space, register_space
+from spaces.gran_hbn import DECLARATION as GRAN
+from spaces.gran_hbn import GranHBN
 from spaces.gran_hbn import define as gran_define
-from spaces.gran_hbn import largest_configs
-from trainables.exits import POINT_OBJECTIVES
-from trainables.loop import train
+from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
+from trainables.exits import ALWAYS, NEVER, ExitStats
+from trainables.family import Evaluation, point_rows
 
-TINY = Budget("smoke", epochs=1, data_size="tiny", trials=3,
-              calibration={"n_trials": 32, "neighbours": 4, "population": 16, "levels": 16, "max_points": 16})
-
-
-def tiny_define(trial, budget):
-    out = gran_define(trial, budget)
-    return out
+TINY_CAL = {"n_trials": 32, "neighbours": 4, "population": 16, "levels": 16, "max_points": 16}
+TINY = Budget("smoke", epochs=1, data_size="tiny", trials=3, calibration=TINY_CAL)
 
 
 def faulty_define(trial, budget):
@@ -30,41 +36,86 @@ def faulty_define(trial, budget):
     return {**out, "fault": {1: "raise", 2: "nan"}.get(trial.number % 3, "none")}
 
 
-def faulty_train(config, ctx):
-    fault = config.get("fault", "none")
-    if fault == "raise":
-        raise RuntimeError("injected failure for the test")
-    if fault == "nan":
-        config = {**config, "optimizer": "sgd", "lr": 1e30, "lr_schedule": "multistep"}
-    return train(config, ctx)
+class FaultyGran(GranHBN):
+    def make_loss(self, config: Mapping[str, Any], n_exits: int):
+        fault = config.get("fault", "none")
+        if fault == "raise":
+            raise RuntimeError("injected failure for the test")
+        loss = super().make_loss(config, n_exits)
+        if fault == "nan":
+            return lambda *a: loss(*a) * float("nan")
+        return loss
 
 
-def _space(name, define, trainable):
-    return Space(name=name, description="test space", define=define, trainable=trainable,
-                 objectives={"hypervolume": "max"}, point_objectives=dict(POINT_OBJECTIVES),
-                 largest_configs=largest_configs, default_data="synthetic", budgets={"smoke": TINY})
+SINGLE = Declaration(
+    yields="point",
+    point=(Column("accuracy", direction="max", unit="fraction", description="final exit's fine accuracy"),
+           Column("expected_flops_norm", direction="min", unit="ratio", description="final exit's FLOPs / largest")),
+    policy=(),
+    trial=(),
+    curves=(Column("accuracy", direction="max"),),
+    point_objectives=("accuracy", "expected_flops_norm"),
+    objectives={"accuracy": "max", "expected_flops_norm": "min"},
+    report=ReportSpec(fronts=(("expected_flops_norm", "accuracy"),), table=("accuracy", "expected_flops_norm")),
+    selection=Selection(best="accuracy", description="best calibration accuracy"),
+)
+
+
+class SinglePoint(GranHBN):
+    """One operating point per trial: the last exit, fine level."""
+
+    def _point(self, stats: ExitStats) -> dict[str, float]:
+        return {"accuracy": float(stats.acc_per_exit("fine")[-1]),
+                "expected_flops_norm": float(stats.normalised_cost("flops")[-1])}
+
+    def evaluate(self, calib: ExitStats, config, seed: int) -> Evaluation:
+        p = self._point(calib)
+        return Evaluation(dict(p), {"accuracy": p["accuracy"]})
+
+    def finish(self, evaluation, calib, test, config, seed) -> Outcome:
+        rows = point_rows("final/0", "final", reference=False, trial_front=True, params={},
+                          by_split={"calibration": self._point(calib), "test": self._point(test)})
+        return Outcome(rows, {}, None)
+
+    def thresholds(self, point, n_exits: int):
+        t = np.full((2, n_exits), NEVER)
+        t[0, -1] = ALWAYS  # the last exit answers at the fine level
+        return t
+
+
+def _space(name: str, family_cls=GranHBN, define=gran_define, decl: Declaration = GRAN, budget: Budget = TINY) -> Space:
+    base = get_space("gran_hbn")
+    return dataclasses.replace(
+        base, name=name, description="test space", define=define, default_data="synthetic", budgets={"smoke": budget},
+        family=lambda b, options: family_cls(decl, b.calibration, base.largest_configs(b)))
+
+
+@register_space
+def tiny_gran():
+    return _space("tiny_gran")
 
 
 @register_space
 def single_point():
     """A space whose trial yields one operating point: the outer search is multi-objective."""
-    space = _space("single_point", tiny_define, train)
-    return Space(**{**space.__dict__, "objectives": {"final_fine_acc": "max", "final_exit_flops_norm": "min"}})
+    return _space("single_point", SinglePoint, decl=SINGLE)
 
 
 @register_space
 def tiny_asha():
     """Three epochs a trial, so an ASHA scheduler has something to stop."""
-    space = _space("tiny_asha", tiny_define, train)
-    budget = Budget("smoke", epochs=3, data_size="tiny", trials=6, calibration=TINY.calibration)
-    return Space(**{**space.__dict__, "budgets": {"smoke": budget}})
-
-
-@register_space
-def tiny_gran():
-    return _space("tiny_gran", tiny_define, train)
+    return _space("tiny_asha", budget=Budget("smoke", epochs=3, data_size="tiny", trials=6, calibration=TINY_CAL))
 
 
 @register_space
 def faulty():
-    return _space("faulty", faulty_define, faulty_train)
+    return _space("faulty", FaultyGran, define=faulty_define)
+
+
+@register_space
+def tiny_branchy():
+    base = get_space("branchynet")
+    cal = {**base.budget("smoke").calibration, **TINY_CAL, "latency": {"batch_size": 32, "warmup": 1, "repeats": 3}}
+    return dataclasses.replace(base, name="tiny_branchy", default_data="synthetic",
+                               budgets={"smoke": Budget("smoke", epochs=1, data_size="tiny", trials=3, calibration=cal)})
+
