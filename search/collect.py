@@ -2,32 +2,30 @@
 
 Each trial directory (`RUN_DIR/trials/<trial_id>/`) holds `status.json` (config, seed, fidelity,
 status, device), `curves.json` and, once complete, `points.json` (its operating points on both
-splits). This module turns them into `results.parquet` and `curves.parquet` (schemas in
-search/results.py). The global front is chosen on calibration scores among the calibrated
-points of complete, full-fidelity trials only; partial and failed trials never enter it.
-Called after every finished trial and at the end of the run, so results already earned survive
-a crash of the driver; each write is atomic.
+splits and its declared trial values). This module turns them into `results.parquet` and
+`curves.parquet`, whose schemas follow from the space's declaration (reports/schema.py). The
+global front is chosen on calibration scores, over the declared point objectives, among the
+non-reference points of complete, full-fidelity trials only; partial and failed trials never
+enter it. Called after every finished trial and at the end of the run, so results already earned
+survive a crash of the driver; each write is atomic.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from reports.pareto import non_dominated_mask
-from search.results import CURVES_SCHEMA, results_table, write_table
+from reports.schema import curves_table, results_table, write_table
+from trainables.contract import Declaration
+from trainables.pareto import non_dominated_mask
 
-__all__ = ["TrialInfo", "collect", "write_tables"]
-
-
-class TrialInfo(dict):
-    """What the driver knows of a trial that the trial itself may not have written:
-    keys `number` (creation order), `error` (Tune's error text) and `config`."""
+__all__ = ["collect", "mark_global_front", "write_tables"]
 
 
 def _load_json(path: Path) -> Any:
@@ -37,16 +35,36 @@ def _load_json(path: Path) -> Any:
         return None
 
 
+def _time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _trial_state(status: Mapping[str, Any], info: Mapping[str, Any], has_points: bool) -> tuple[str | None, str | None]:
+    """(state, error): failed (with a reason), complete, partial; None for a trial not started."""
+    state = status.get("status")
+    error = status.get("error") or info.get("error")
+    if error or state == "failed":
+        return "failed", error or "trial failed without a reason (see the Ray logs)"
+    if state == "complete" and has_points:
+        return "complete", None
+    if state is None and not info.get("finished", True):
+        return None, None
+    return "partial", None  # stopped early by a scheduler, or still running
+
+
 def collect(
     run_dir: str | Path,
     spec: Mapping[str, Any],
+    declaration: Declaration,
     trial_info: Mapping[str, Mapping[str, Any]] | None = None,
-    point_objectives: Mapping[str, str] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """(results, curves) tables from the trial directories and the driver's trial info."""
+    """(results, curves) tables from the trial directories and the driver's trial info
+    (trial id -> {"number": Optuna trial number, "error": Tune's error text, ...})."""
     run_dir = Path(run_dir)
     trial_info = dict(trial_info or {})
-    point_objectives = dict(point_objectives or spec.get("point_objectives") or {})
     prov = spec.get("provenance", {})
     base = {
         "run": spec.get("name") or spec.get("run"),
@@ -55,6 +73,7 @@ def collect(
         "git_rev": prov.get("git_rev"),
         "versions_json": json.dumps(prov.get("versions", {}), sort_keys=True),
     }
+    trial_names = {c.name for c in declaration.trial}
     trial_dirs = {p.name: p for p in sorted((run_dir / "trials").glob("*")) if p.is_dir()}
     ids = list(dict.fromkeys(list(trial_info) + list(trial_dirs)))
     rows: list[dict[str, Any]] = []
@@ -63,76 +82,53 @@ def collect(
         info = trial_info.get(tid, {})
         tdir = trial_dirs.get(tid)
         status = (_load_json(tdir / "status.json") if tdir else None) or {}
-        config = status.get("config") or info.get("config") or {}
-        prov_t = status.get("provenance") or {}
-        number = info.get("number", order)
+        pts = _load_json(tdir / "points.json") if tdir else None
+        state, error = _trial_state(status, info, bool(pts))
+        if state is None:
+            continue  # not started yet
         planned = status.get("epochs_planned")
         done = int(status.get("epochs_done") or 0)
-        state = status.get("status")
-        error = status.get("error") or info.get("error")
-        if error or state == "failed":
-            state = "failed"
-            error = error or "trial failed without a reason (see the Ray logs)"
-        elif state == "complete" and tdir is not None and (tdir / "points.json").exists():
-            state = "complete"
-        elif state is None and not info.get("finished", True):
-            continue  # not started yet
-        else:
-            state = "partial"  # stopped early by a scheduler, or still running
+        prov_t = status.get("provenance") or {}
         common = {
             **base,
             "trial_id": tid,
-            "trial_number": number,
+            "trial_number": info.get("number", order),
             "status": state,
             "error": error,
             "epochs_done": done,
             "epochs_planned": planned,
             "fidelity": (done / planned) if planned else 0.0,
-            "hypervolume": status.get("hypervolume"),
             "seed": status.get("seed"),
-            "config": config,
-            "exit_flops": status.get("exit_flops"),
+            "config": status.get("config") or info.get("config") or {},
             "device": prov_t.get("device"),
             "hostname": prov_t.get("hostname"),
+            "created_at": _time(status.get("updated_at")),
         }
+        trial_values = (pts or {}).get("trial") or status.get("trial") or {}
+        common |= {k: v for k, v in trial_values.items() if k in trial_names or k not in common}
         for c in (_load_json(tdir / "curves.json") if tdir else None) or []:
-            curves.append({"trial_id": tid, **{k: c.get(k) for k in CURVES_SCHEMA.names if k != "trial_id"}})
-        pts = _load_json(tdir / "points.json") if (tdir and state == "complete") else None
-        if not pts:
+            curves.append({"trial_id": tid, **c})
+        if state != "complete":
             rows.append(common)
             continue
-        per_exit = pts.get("per_exit_accuracy", {})
-        common["hypervolume"] = pts.get("hypervolume", common["hypervolume"])
         for p in pts["points"]:
-            acc = per_exit.get(p["split"], {})
-            rows.append(
-                {
-                    **common,
-                    **p,
-                    "point_id": f"{tid}/{p['point_id']}",
-                    "fine_acc_per_exit": acc.get("fine"),
-                    "coarse_acc_per_exit": acc.get("coarse"),
-                    "on_front": False,
-                }
-            )
-    _mark_global_front(rows, point_objectives)
-    curves_table = pa.Table.from_pylist(curves, schema=CURVES_SCHEMA)
-    return results_table(rows), curves_table
+            rows.append({**common, **p, "point_id": f"{tid}/{p['point_id']}", "on_front": False})
+    mark_global_front(rows, declaration)
+    return results_table(rows, declaration), curves_table(curves, declaration)
 
 
-def _mark_global_front(rows: list[dict[str, Any]], point_objectives: Mapping[str, str]) -> None:
-    names = list(point_objectives)
-    if not names:
-        return
+def mark_global_front(rows: list[dict[str, Any]], declaration: Declaration) -> None:
+    """Set `on_front` on both rows of every point on the run's front, chosen on calibration."""
+    names = list(declaration.point_objectives)
     cand = [
         r for r in rows
-        if r.get("status") == "complete" and r.get("split") == "calibration" and r.get("policy") == "calibrated"
+        if r.get("status") == "complete" and r.get("split") == "calibration" and not r.get("reference")
         and all(r.get(n) is not None for n in names)
     ]
     if not cand:
         return
     pts = np.array([[r[n] for n in names] for r in cand], dtype=np.float64)
-    mask = non_dominated_mask(pts, [point_objectives[n] == "max" for n in names])
+    mask = non_dominated_mask(pts, declaration.maximize(names))
     chosen = {r["point_id"] for r, m in zip(cand, mask) if m}
     for r in rows:
         if r.get("point_id") in chosen:

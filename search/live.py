@@ -29,15 +29,16 @@ def _fmt_seconds(s: float | None) -> str:
 class ProgressState:
     """Counts and timings the display shows; pure bookkeeping, tested without Tune."""
 
-    def __init__(self, total_trials: int, concurrency: int) -> None:
+    def __init__(self, total_trials: int, concurrency: int, objective: tuple[str, str] = ("objective", "max")) -> None:
         self.total = total_trials
+        self.objective, self.mode = objective  # the outer search's first objective and its direction
         self.concurrency = max(1, concurrency)
         self.started_at = time.time()
         self.running: dict[str, float] = {}
         self.done = 0
         self.failed = 0
         self.durations: list[float] = []
-        self.best_hv: float | None = None
+        self.best: float | None = None
         self.front_size = 0
         self.last_event = ""
 
@@ -45,10 +46,12 @@ class ProgressState:
         self.running.setdefault(trial_id, time.time())
 
     def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
-        hv = metrics.get("hypervolume")
-        if hv is not None and metrics.get("hv_kind") == "calibrated":
-            self.best_hv = hv if self.best_hv is None else max(self.best_hv, hv)
-        self.last_event = f"{trial_id}: epoch {metrics.get('epoch')} hv {hv if hv is None else round(hv, 4)}"
+        """A trial's report: its signal is the same measure every epoch, so the best of any report counts."""
+        v = metrics.get(self.objective)
+        if v is not None:
+            better = max if self.mode == "max" else min
+            self.best = v if self.best is None else better(self.best, v)
+        self.last_event = f"{trial_id}: epoch {metrics.get('epoch')} {self.objective} {v if v is None else round(v, 4)}"
 
     def finish(self, trial_id: str, failed: bool) -> None:
         t0 = self.running.pop(trial_id, None)
@@ -75,7 +78,7 @@ class ProgressState:
         t.add_column()
         pending = max(0, self.total - self.done - self.failed - len(self.running))
         t.add_row("trials", f"{len(self.running)} running, {self.done} done, {self.failed} failed, {pending} pending")
-        t.add_row("best hypervolume", "-" if self.best_hv is None else f"{self.best_hv:.4f}")
+        t.add_row(f"best {self.objective}", "-" if self.best is None else f"{self.best:.4g}")
         t.add_row("global front", f"{self.front_size} points")
         t.add_row("elapsed / remaining", f"{_fmt_seconds(time.time() - self.started_at)} / ~{_fmt_seconds(self.remaining_seconds())}")
         if self.last_event:
@@ -84,8 +87,8 @@ class ProgressState:
 
 
 class LiveDisplay(Callback):
-    def __init__(self, total_trials: int, concurrency: int) -> None:
-        self.state = ProgressState(total_trials, concurrency)
+    def __init__(self, total_trials: int, concurrency: int, objective: tuple[str, str] = ("objective", "max")) -> None:
+        self.state = ProgressState(total_trials, concurrency, objective)
         self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -119,8 +122,9 @@ class LiveDisplay(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.state.finish(trial.trial_id, failed=False)
-        hv = (trial.last_result or {}).get("hypervolume")
-        self._log(f"trial {trial.trial_id} done: hypervolume {hv if hv is None else round(hv, 4)}; "
+        name = self.state.objective
+        v = (trial.last_result or {}).get(name)
+        self._log(f"trial {trial.trial_id} done: {name} {v if v is None else round(v, 4)}; "
                   f"{self.state.done} done, {self.state.failed} failed of {self.state.total}")
         self._refresh()
 

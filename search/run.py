@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="directory holding the dataset's official files")
     p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
-    p.add_argument("--budget", default="smoke", choices=["smoke", "full"], help="smoke: minutes on a laptop; full: a real search")
+    p.add_argument("--budget", default="smoke", help="the space's budget: smoke (minutes on a laptop) or full (a real search); "
+                   "each space lists its own")
+    p.add_argument("--objective", default=None,
+                   help="which cost is a point objective, where the space offers a choice (branchynet: latency, flops or both)")
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -70,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(console, f"unknown dataset {data!r}; known: {', '.join(list_datasets())}")
     if args.resume and not args.name:
         return _fail(console, "--resume needs --name of the run to resume")
-    budget = space.budget(args.budget)
+    try:
+        budget = space.budget(args.budget)
+        options = space.resolve_options({"objective": args.objective})
+    except ValueError as exc:
+        return _fail(console, str(exc))
     gpus = args.gpus_per_trial
     if gpus is None:
         import torch
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             report=not args.no_report,
             reuse_actors=not args.no_reuse_actors,
+            options=options,
         )
     except ValueError as exc:
         return _fail(console, str(exc))

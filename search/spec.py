@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class RunSpec:
     device: str = "auto"
     report: bool = True
     reuse_actors: bool = True  # Tune runs trials in reused worker processes
+    options: dict[str, str] = field(default_factory=dict)  # the space's own run options, e.g. {"objective": "latency"}
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

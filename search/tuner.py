@@ -18,38 +18,19 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
-import zlib
 from pathlib import Path
 from typing import Any
 
-from search.atomic import write_json
 from search.collect import collect, write_tables
+from search.prepare import record_failure, reference_costs, run_document, trial_context
 from search.spec import RunSpec
 from spaces import Space, get_space
+from trainables.atomic import write_json
+from trainables.contract import Declaration
 
-__all__ = ["run_search", "reference_flops", "trial_seed"]
+__all__ = ["run_search"]
 
 _PACKAGES = ("search", "spaces", "trainables", "reports")
-
-
-def trial_seed(run_seed: int, trial_id: str) -> int:
-    """A per-trial seed derived from the run's seed: reproducible, distinct across trials."""
-    return (int(run_seed) * 1_000_003 + zlib.crc32(trial_id.encode())) % 2**31
-
-
-def reference_flops(space: Space, spec: RunSpec) -> float:
-    """FLOPs of the space's largest network on this dataset's image shape (cost normaliser)."""
-    from trainables.cost import exit_flops
-    from trainables.data import get_dataset
-    from trainables.models import build_early_exit_net
-
-    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=spec.data_size or space.budget(spec.budget).data_size)
-    best = 0.0
-    for cfg in space.largest_configs(space.budget(spec.budget)):
-        net = build_early_exit_net(cfg, ds.channels, ds.n_fine, ds.n_coarse)
-        best = max(best, float(exit_flops(net, ds.channels, ds.image_size)[-1]))
-    return best
 
 
 class _TuneReporter:
@@ -71,59 +52,27 @@ class _TuneReporter:
         return ckpt.to_directory()
 
 
-def run_trial(config: dict[str, Any], spec: dict[str, Any], ref_flops: float) -> None:
+def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str, float]) -> None:
     """The Tune function trainable: one trial of the space, its failures written down."""
     from ray import tune
 
-    from trainables.loop import TrialContext
-
     spec_obj = RunSpec.from_dict(spec)
     space = get_space(spec_obj.space)
-    budget = space.budget(spec_obj.budget)
     trial_id = tune.get_context().get_trial_id()
-    trial_dir = spec_obj.run_dir / "trials" / trial_id
-    ctx = TrialContext(
-        trial_dir=str(trial_dir),
-        reporter=_TuneReporter(),
-        data=spec_obj.data,
-        data_root=spec_obj.data_root,
-        data_size=spec_obj.data_size or budget.data_size,
-        download=spec_obj.download,
-        epochs=budget.epochs,
-        seed=trial_seed(spec_obj.seed, trial_id),
-        data_seed=spec_obj.seed,
-        device=spec_obj.device,
-        reference_flops=ref_flops,
-        cpu_threads=max(1, int(spec_obj.cpus_per_trial)),
-        calibration=budget.calibration,
-        trial_id=trial_id,
-    )
+    ctx = trial_context(space, spec_obj, trial_id, _TuneReporter(), references)
     try:
-        space.trainable(config, ctx)
+        space.train(config, ctx, space.budget(spec_obj.budget), spec_obj.options)
     except SystemExit as exc:
         # tune.report ends a trial that a scheduler stops with SystemExit(0): a stop, not a failure
         if exc.code not in (0, None):
-            record_failure(trial_dir, config, exc)
+            record_failure(Path(ctx.trial_dir), config, exc)
         raise
     except BaseException as exc:
-        record_failure(trial_dir, config, exc)
+        record_failure(Path(ctx.trial_dir), config, exc)
         raise
 
 
-def record_failure(trial_dir: Path, config: dict[str, Any], exc: BaseException) -> None:
-    """Write the failure's reason into the trial's status, keeping what it had written."""
-    path = Path(trial_dir) / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        status = {"config": config}
-    status["status"] = "failed"
-    status["error"] = f"{type(exc).__name__}: {exc}"
-    status["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-    write_json(path, status)
-
-
-def _searcher(space: Space, spec: RunSpec):
+def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -145,7 +94,6 @@ def _searcher(space: Space, spec: RunSpec):
             ot = self._ot_trials.get(trial_id)
             if ot is not None and result:
                 ot.set_user_attr("fidelity", result.get("fidelity"))
-                ot.set_user_attr("hv_kind", result.get("hv_kind"))
             if error and ot is not None and trial_id not in self._completed_trials:
                 self._ot_study.tell(ot, None, state=optuna.trial.TrialState.FAIL)
                 self._completed_trials.add(trial_id)
@@ -157,8 +105,8 @@ def _searcher(space: Space, spec: RunSpec):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(spec.run_dir / "study.journal")))
-    metrics = list(space.objectives)
-    modes = [space.objectives[m] for m in metrics]
+    metrics = list(decl.objectives)
+    modes = [decl.objectives[m] for m in metrics]
     sampler = optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
     return FidelityOptunaSearch(
         space=space.search_space(space.budget(spec.budget)),
@@ -193,38 +141,19 @@ def run_search(spec: RunSpec, console=None) -> Path:
     from ray.tune.schedulers import ASHAScheduler
 
     from search.live import LiveDisplay, ResultsWriter
-    from search.provenance import collect as provenance
 
     space = get_space(spec.space)
     budget = space.budget(spec.budget)
     run_dir = spec.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ref = reference_flops(space, spec)  # also fails fast on a missing dataset
-
-    spec_doc = {
-        **spec.to_dict(),
-        "run": spec.name,
-        "dataset": spec.data,
-        "objectives": space.objectives,
-        "point_objectives": space.point_objectives,
-        "hv_reference": [0.0, 0.0, 1.0],
-        "reference_flops": ref,
-        "budget_detail": {"epochs": budget.epochs, "data_size": spec.data_size or budget.data_size, "calibration": budget.calibration},
-        "flops_convention": (
-            "FLOPs per image counted by torch.utils.flop_counter.FlopCounterMode at batch 1 "
-            "(2 FLOPs per multiply-accumulate of matmuls and convolutions); cost to exit k includes "
-            "every backbone stage up to k and the fine and coarse heads of exits 1..k; expected "
-            "FLOPs = sum over exits of (fraction exiting there) x (cost to that exit); normalised "
-            "by the FLOPs of the space's largest network."
-        ),
-        "specificity_definition": "fraction of answers given at the fine (class) level rather than the coarse (superclass) level",
-        "provenance": provenance(),
-    }
+    references = reference_costs(space, spec)  # also fails fast on a missing dataset
+    doc = run_document(space, spec, references, runner="ray tune")
+    decl = Declaration.from_dict(doc["declaration"])
     spec_path = run_dir / "spec.json"
     if spec.resume and spec_path.exists():
         old = json.loads(spec_path.read_text())
-        spec_doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
-    write_json(spec_path, spec_doc)
+        doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(spec_path, doc)
 
     if not ray.is_initialized():
         init_kw: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "ERROR",
@@ -236,25 +165,26 @@ def run_search(spec: RunSpec, console=None) -> Path:
         ray.init(**init_kw)
 
     concurrency = _concurrency(spec)
-    searcher = _searcher(space, spec)
-    display = LiveDisplay(spec.trials, concurrency)
+    searcher = _searcher(space, spec, decl)
+    first = next(iter(decl.objectives))
+    display = LiveDisplay(spec.trials, concurrency, objective=(first, decl.objectives[first]))
 
     def write_results() -> int:
         info = {tid: {"number": n} for tid, n in searcher.trial_numbers().items()}
-        results, curves = collect(run_dir, spec_doc, info, space.point_objectives)
+        results, curves = collect(run_dir, doc, decl, info)
         write_tables(run_dir, results, curves)
         return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
                        if on and split == "test"))
 
     writer = ResultsWriter(write_results, display)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec.to_dict(), ref_flops=ref),
+        tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
     )
     scheduler = None
     if spec.scheduler == "asha":
-        first = next(iter(space.objectives))
-        scheduler = ASHAScheduler(metric=first, mode=space.objectives[first], time_attr="training_iteration",
+        # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
+        scheduler = ASHAScheduler(metric=first, mode=decl.objectives[first], time_attr="training_iteration",
                                   max_t=budget.epochs, grace_period=1, reduction_factor=2)
     tune_storage = str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(str(run_dir)):
@@ -290,6 +220,6 @@ def run_search(spec: RunSpec, console=None) -> Path:
         tid = tid or Path(r.path).name
         if r.error is not None:
             info.setdefault(tid, {})["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1] if str(r.error).strip() else ''}"
-    results, curves = collect(run_dir, spec_doc, info, space.point_objectives)
+    results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
     return run_dir

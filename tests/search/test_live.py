@@ -7,19 +7,25 @@ import time
 from search.live import LiveDisplay, ProgressState, ResultsWriter
 
 
-def test_progress_counts_and_best_calibrated_hypervolume():
-    s = ProgressState(total_trials=5, concurrency=2)
+def test_progress_counts_and_best_of_the_first_objective():
+    """Every report carries the same measure (each epoch and at the end), so the best of any
+    report is the best so far, in the objective's own direction."""
+    s = ProgressState(total_trials=5, concurrency=2, objective=("hypervolume", "max"))
     s.start("a")
     s.start("b")
-    s.result("a", {"epoch": 1, "hypervolume": 0.9, "hv_kind": "quick"})  # per-epoch proxy: not a best
-    assert s.best_hv is None
-    s.result("a", {"epoch": 2, "hypervolume": 0.4, "hv_kind": "calibrated"})
-    s.result("b", {"epoch": 2, "hypervolume": 0.3, "hv_kind": "calibrated"})
-    assert s.best_hv == 0.4
+    s.result("a", {"epoch": 1, "train_loss": 2.0})  # nothing of the objective: no best yet
+    assert s.best is None
+    s.result("a", {"epoch": 2, "hypervolume": 0.4})
+    s.result("b", {"epoch": 2, "hypervolume": 0.3})
+    assert s.best == 0.4 and "hypervolume 0.3" in s.last_event
     s.finish("a", failed=False)
     s.finish("b", failed=True)
     assert (s.done, s.failed, len(s.running)) == (1, 1, 0)
     assert s.remaining_seconds() is not None
+    low = ProgressState(total_trials=2, concurrency=1, objective=("error", "min"))
+    low.result("a", {"error": 0.3})
+    low.result("b", {"error": 0.2})
+    assert low.best == 0.2
 
 
 def test_remaining_time_estimate():

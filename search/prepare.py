@@ -1,0 +1,101 @@
+"""What a run and its trials start from, built once for every runner (Ray Tune or the plain loop).
+
+* `reference_costs`: the cost normalisers (FLOPs of the space's largest network on this dataset);
+* `run_document`: the frozen spec stored as spec.json: arguments, the space's declaration (which
+  fixes the results schema and the report), references, budget, provenance;
+* `trial_context`: the infrastructure of one trial (its directory, data, device, seed);
+* `trial_seed`, `record_failure`: a trial's seed, and its failure written into its status.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+import zlib
+from pathlib import Path
+from typing import Any
+
+from search.spec import RunSpec
+from spaces import Space
+from trainables.atomic import write_json
+
+__all__ = ["record_failure", "reference_costs", "run_document", "trial_context", "trial_seed"]
+
+
+def trial_seed(run_seed: int, trial_id: str) -> int:
+    """A per-trial seed derived from the run's seed: reproducible, distinct across trials."""
+    return (int(run_seed) * 1_000_003 + zlib.crc32(trial_id.encode())) % 2**31
+
+
+def data_size(space: Space, spec: RunSpec) -> str:
+    return spec.data_size or space.budget(spec.budget).data_size
+
+
+def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
+    """FLOPs of the space's largest network on this dataset's images (the cost normaliser).
+    Loading the dataset here also fails fast, before any trial starts, when it is missing."""
+    from trainables.cost import exit_flops
+    from trainables.data import get_dataset
+    from trainables.family import DataInfo
+
+    budget = space.budget(spec.budget)
+    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=data_size(space, spec))
+    data = DataInfo.of(ds)
+    family = space.family(budget, space.resolve_options(spec.options))
+    best = 0.0
+    for cfg in space.largest_configs(budget):
+        net = family.build_model(cfg, data)
+        best = max(best, float(exit_flops(net, data.channels, data.image_size)[-1]))
+    return {"flops": best}
+
+
+def run_document(space: Space, spec: RunSpec, references: dict[str, float], runner: str) -> dict[str, Any]:
+    from search.provenance import collect as provenance
+
+    budget = space.budget(spec.budget)
+    options = space.resolve_options(spec.options)
+    return {
+        **spec.to_dict(),
+        "options": options,
+        "run": spec.name,
+        "dataset": spec.data,
+        "runner": runner,
+        "declaration": space.declaration(budget, options).to_dict(),
+        "references": references,
+        "budget_detail": {"epochs": budget.epochs, "data_size": data_size(space, spec), "calibration": budget.calibration},
+        "provenance": provenance(),
+    }
+
+
+def trial_context(space: Space, spec: RunSpec, trial_id: str, reporter: Any, references: dict[str, float]):
+    from trainables.loop import TrialContext
+
+    budget = space.budget(spec.budget)
+    return TrialContext(
+        trial_dir=str(spec.run_dir / "trials" / trial_id),
+        reporter=reporter,
+        data=spec.data,
+        data_root=spec.data_root,
+        data_size=data_size(space, spec),
+        download=spec.download,
+        epochs=budget.epochs,
+        seed=trial_seed(spec.seed, trial_id),
+        data_seed=spec.seed,
+        device=spec.device,
+        references=dict(references),
+        cpu_threads=max(1, int(spec.cpus_per_trial)),
+        trial_id=trial_id,
+    )
+
+
+def record_failure(trial_dir: Path, config: dict[str, Any], exc: BaseException) -> None:
+    """Write the failure's reason into the trial's status, keeping what it had written."""
+    path = Path(trial_dir) / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        status = {"config": config}
+    status["status"] = "failed"
+    status["error"] = f"{type(exc).__name__}: {exc}"
+    status["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    write_json(path, status)
