@@ -1,13 +1,18 @@
-"""Reports of a search run: Pareto computations, report.html with its figures, terminal summary.
+"""Reports of a search run: the results schema, report.html with its figures, the terminal summary.
 
-Names are re-exported lazily (PEP 562), so `import reports.pareto` from the search code does not
-pull in pandas, matplotlib or rich.
+Everything a report draws comes from the run's Declaration (trainables/contract.py), never from a
+family's metric names. Names are re-exported lazily (PEP 562), so `import reports` or
+`import reports.schema` from the search code pulls in neither pandas, matplotlib nor rich.
 
-* `reports.pareto`  - non-dominated sorting and hypervolume (pure numpy);
-* `reports.build`   - reads RUN_DIR, computes what each figure/table shows, writes report.html
-                      (`python -m reports.build RUN_DIR`);
-* `reports.render`  - draws those info objects (matplotlib Agg) and the HTML page;
-* `reports.summary` - the rich terminal summary.
+* `reports.schema`   - the results tables' schema (common + declared columns), atomic Parquet writes;
+* `reports.tables`   - reads RUN_DIR into RunTables with its Declaration (`load_run`);
+* `reports.info`     - what each figure and table shows (NamedTuples);
+* `reports.compute`  - points and fronts: RunTables -> info (pure, no drawing);
+* `reports.overview` - header, learning curves, failed trials, spec; `compute_report_info`;
+* `reports.figures`  - PNG figures (matplotlib Agg, never pyplot);
+* `reports.html`     - the self-contained page (inline SVG fronts via `reports.svg`, sortable tables);
+* `reports.summary`  - the rich terminal summary;
+* `reports.build`    - `build_report` and `python -m reports.build RUN_DIR`.
 """
 
 from __future__ import annotations
@@ -16,50 +21,46 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reports.build import (
-        ReportInfo,
-        ReportInputError,
-        RunTables,
-        build_report,
-        compute_report_info,
-        failed_trials_info,
+    from reports.build import build_report
+    from reports.compute import (
+        default_pick,
+        exit_fraction_info,
         front_plot_info,
         front_table_info,
-        header_info,
-        hypervolume_info,
-        learning_curves_info,
-        load_run,
-        spec_info,
-        threshold_curves_info,
+        objective_info,
+        staircase,
+        trial_curves_info,
         trials_info,
     )
-    from reports.pareto import ParetoFront, hypervolume, non_dominated_mask, pareto_front
-    from reports.render import render_figures, render_html
+    from reports.figures import render_figures
+    from reports.html import render_html
+    from reports.info import ReportInfo
+    from reports.overview import compute_report_info, failed_trials_info, header_info, learning_curves_info, spec_info
     from reports.summary import print_summary
+    from reports.tables import ReportInputError, RunTables, load_run
 
 _EXPORTS: dict[str, str] = {
-    "ParetoFront": "reports.pareto",
-    "hypervolume": "reports.pareto",
-    "non_dominated_mask": "reports.pareto",
-    "pareto_front": "reports.pareto",
-    "ReportInfo": "reports.build",
-    "ReportInputError": "reports.build",
-    "RunTables": "reports.build",
     "build_report": "reports.build",
-    "compute_report_info": "reports.build",
-    "failed_trials_info": "reports.build",
-    "front_plot_info": "reports.build",
-    "front_table_info": "reports.build",
-    "header_info": "reports.build",
-    "hypervolume_info": "reports.build",
-    "learning_curves_info": "reports.build",
-    "load_run": "reports.build",
-    "spec_info": "reports.build",
-    "threshold_curves_info": "reports.build",
-    "trials_info": "reports.build",
-    "render_figures": "reports.render",
-    "render_html": "reports.render",
+    "default_pick": "reports.compute",
+    "exit_fraction_info": "reports.compute",
+    "front_plot_info": "reports.compute",
+    "front_table_info": "reports.compute",
+    "objective_info": "reports.compute",
+    "staircase": "reports.compute",
+    "trial_curves_info": "reports.compute",
+    "trials_info": "reports.compute",
+    "render_figures": "reports.figures",
+    "render_html": "reports.html",
+    "ReportInfo": "reports.info",
+    "compute_report_info": "reports.overview",
+    "failed_trials_info": "reports.overview",
+    "header_info": "reports.overview",
+    "learning_curves_info": "reports.overview",
+    "spec_info": "reports.overview",
     "print_summary": "reports.summary",
+    "ReportInputError": "reports.tables",
+    "RunTables": "reports.tables",
+    "load_run": "reports.tables",
 }
 
 __all__ = sorted(_EXPORTS)
