@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from trainables.exits import BitsetEvaluator, ExitCache, calibrate, evaluate_dense
+from trainables.exits import BitsetEvaluator, ExitCache, evaluate_dense
 
 
 def synthetic_cache(samples: int, exits: int, seed: int = 0) -> ExitCache:
@@ -29,7 +29,8 @@ def synthetic_cache(samples: int, exits: int, seed: int = 0) -> ExitCache:
     fl[np.arange(exits)[:, None], np.arange(samples)[None], y[None]] += 1.5 * scale[:, :, 0]
     cl = (rng.normal(size=(exits, samples, 20)) * 2).astype(np.float32)
     cl[np.arange(exits)[:, None], np.arange(samples)[None], yc[None]] += 2.5 * scale[:, :, 0]
-    return ExitCache(fl, cl, y, yc, np.cumsum(np.full(exits, 3e8)), 1.2e9)
+    return ExitCache(("fine", "coarse"), {"fine": fl, "coarse": cl}, {"fine": y, "coarse": yc},
+                     {"flops": np.cumsum(np.full(exits, 3e8))}, {"flops": 1.2e9})
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -51,24 +52,25 @@ def main() -> None:
     stats = synthetic_cache(args.samples, args.exits).stats()
     rng = np.random.default_rng(1)
     ev = BitsetEvaluator(stats, levels=64)
-    fi, ci = ev.random_settings(args.settings, rng)
-    tf, tc = ev.thresholds(fi, ci)
+    idx = ev.random_settings(args.settings, rng)
+    t = ev.thresholds(idx)
     n_dense = min(args.dense_settings, args.settings)
-    t_fast = timed(lambda: ev.evaluate(fi, ci))
-    t_dense = timed(lambda: evaluate_dense(stats, tf[:n_dense], tc[:n_dense]))
+    t_fast = timed(lambda: ev.evaluate(idx))
+    t_dense = timed(lambda: evaluate_dense(stats, t[:n_dense]))
     fast, dense = args.settings / t_fast, n_dense / t_dense
-    same = np.allclose(ev.evaluate(fi[:n_dense], ci[:n_dense]).accuracy, evaluate_dense(stats, tf[:n_dense], tc[:n_dense]).accuracy)
+    same = np.allclose(ev.evaluate(idx[:n_dense]).accuracy, evaluate_dense(stats, t[:n_dense]).accuracy)
     print(json.dumps({"what": "settings_per_second", "samples": args.samples, "exits": args.exits,
                       "bitset": round(fast), "dense_broadcast": round(dense), "ratio": round(fast / dense, 1),
                       "identical_scores": bool(same)}))
-    from spaces.gran_hbn import BUDGETS
+    from spaces.gran_hbn import BUDGETS, DECLARATION, GranHBN
 
     for name, budget in BUDGETS.items():
-        t = time.perf_counter()
-        res = calibrate(stats, stats, seed=0, **budget.calibration)
-        print(json.dumps({"what": "calibration_seconds", "budget": name, "seconds": round(time.perf_counter() - t, 3),
-                          "settings_evaluated": res.n_evaluated, "front_size": res.front_size,
-                          "points_kept": len(res.thresholds_fine), "hypervolume": round(res.hypervolume, 4)}))
+        start = time.perf_counter()
+        ev_ = GranHBN(DECLARATION, budget.calibration).evaluate(stats, {}, seed=0)
+        res = ev_.state
+        print(json.dumps({"what": "calibration_seconds", "budget": name, "seconds": round(time.perf_counter() - start, 3),
+                          "settings_evaluated": res.n_evaluated, "front_size": len(res.front),
+                          "points_kept": len(res.thresholds), "hypervolume": round(res.hypervolume, 4)}))
 
 
 if __name__ == "__main__":

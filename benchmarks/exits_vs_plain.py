@@ -3,7 +3,8 @@
 - gran_hbn: exits after every stage, fine and coarse heads at each, the granular loss;
 - plain: one exit after the last stage, fine loss only (coarse weight 0): an ordinary classifier.
 
-Both go through the platform's own `train()` (same data, seed, optimiser, schedule, epochs) and
+Both go through the platform's own trial loop with the gran_hbn family (same data, seed,
+optimiser, schedule, epochs) and
 the final exit's fine accuracy on the calibration (validation) split is compared; the target is
 a gap within 1 point. Default: CIFAR-10 from ../shared/data when present, else synthetic.
 
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from trainables.loop import LocalReporter, TrialContext, train
+from spaces.gran_hbn import DECLARATION, GranHBN
+from trainables.loop import LocalReporter, TrialContext, run_trial
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -65,14 +67,15 @@ def main() -> None:
         for name, cfg in nets.items():
             with tempfile.TemporaryDirectory() as tmp:
                 ctx = TrialContext(trial_dir=tmp, reporter=LocalReporter(tmp), data=args.data, data_root=args.data_root,
-                                   data_size=args.size, epochs=args.epochs, seed=seed, data_seed=0, cpu_threads=args.threads,
-                                   calibration={"n_trials": 32, "neighbours": 8, "population": 16, "levels": 16})
+                                   data_size=args.size, epochs=args.epochs, seed=seed, data_seed=0, cpu_threads=args.threads)
+                family = GranHBN(DECLARATION, {"n_trials": 32, "neighbours": 8, "population": 16, "levels": 16})
                 t = time.perf_counter()
-                m = train(cfg, ctx)
-                acc[name] = m["final_fine_acc"]
+                run_trial(family, cfg, ctx)
+                final = {p["split"]: p["fine_acc_per_exit"][-1] for p in json.loads((Path(tmp) / "points.json").read_text())["points"]}
+                acc[name] = final["calibration"]
                 print(json.dumps({"net": name, "seed": seed, "data": args.data, "epochs": args.epochs,
-                                  "final_exit_calib_fine_acc": round(m["final_fine_acc"], 4),
-                                  "final_exit_test_fine_acc": round(m["test_final_fine_acc"], 4),
+                                  "final_exit_calib_fine_acc": round(final["calibration"], 4),
+                                  "final_exit_test_fine_acc": round(final["test"], 4),
                                   "seconds": round(time.perf_counter() - t, 1),
                                   "device": "cuda" if cuda else "cpu"}))
         gaps.append(acc["plain"] - acc["gran_hbn"])

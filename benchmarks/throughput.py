@@ -33,7 +33,7 @@ def make_model(width: int, device, channels_last: bool):
     cfg = {"backbone": "resnet", "resnet.width": width, "resnet.blocks": 2, "resnet.n_stages": 4,
            "exit_after": [0, 1, 2, 3], "head": "linear"}
     torch.manual_seed(0)
-    model = build_early_exit_net(cfg, 3, 100, 20).to(device)
+    model = build_early_exit_net(cfg, 3, {"fine": 100, "coarse": 20}).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -64,7 +64,8 @@ def main() -> None:
     from accelerate import Accelerator
 
     from trainables.data import Split
-    from trainables.loop import DeviceLoader, _reset_accelerate, run_epoch
+    from trainables.device_data import DeviceLoader
+    from trainables.loop import _reset_accelerate, run_epoch
     from trainables.losses import GranularLoss
 
     device = torch.device("cuda" if cuda else "cpu")
