@@ -9,8 +9,8 @@
 
 The choice is made among the run's global-front points on CALIBRATION scores, never test: the
 space declares a default rule (README, "Using a front point"), and `min_<metric>=v` /
-`max_<metric>=v` keywords add constraints on any declared point metric (`max_flops` is short
-for `max_expected_flops`). The space rebuilds its own network and says how a point's policy
+`max_<metric>=v` keywords add constraints on any declared point metric (or a short name the
+space declares, e.g. `max_flops`). The space rebuilds its own network and says how a point's policy
 parameters become exit thresholds. `clf.point` holds the point's calibration and test rows.
 """
 
@@ -28,9 +28,6 @@ from trainables.dynamic import DynamicClassifier
 
 __all__ = ["choose_point", "load_operating_point"]
 
-_ALIASES = {"flops": "expected_flops"}  # max_flops=... reads better than max_expected_flops=...
-
-
 def _run_space(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     from spaces import get_space
 
@@ -44,11 +41,7 @@ def choose_point(rows: list[dict[str, Any]], decl: Declaration, selection: Selec
                  **constraints: float) -> dict[str, Any]:
     """The calibration row chosen by `selection` (default: the space's) plus keyword constraints,
     among complete, non-reference, global-front calibration rows."""
-    named = {}
-    for key, value in constraints.items():
-        bound, _, metric = key.partition("_")
-        named[f"{bound}_{_ALIASES.get(metric, metric)}"] = value
-    rule = (selection or decl.selection).with_constraints(**named)
+    rule = (selection or decl.selection).with_constraints(**constraints)
     unknown = [m for m in rule.constraints if m not in {c.name for c in decl.point}]
     if unknown:
         raise ValueError(f"cannot constrain {unknown}: not point metrics of this space "

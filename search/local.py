@@ -41,8 +41,8 @@ def run_local(spec: RunSpec) -> Path:
     info: dict[str, dict[str, Any]] = {}
     for _ in range(spec.trials):
         trial = study.ask()
-        config = {**trial.params, **(define(trial) or {})}
-        config.update(trial.params)
+        constants = define(trial) or {}  # the searched values exist only once define has run
+        config = {**trial.params, **constants}
         tid = f"local_{trial.number:05d}"
         info[tid] = {"number": trial.number}
         ctx = trial_context(space, spec, tid, LocalReporter(run_dir / "trials" / tid), references)

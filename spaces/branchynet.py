@@ -179,6 +179,7 @@ def declaration(objective: str) -> Declaration:
                         "exit_weight_first", "exit_weight_last"),
         ),
         selection=Selection(best=costs[0], constraints={"accuracy_drop": ("max", 0.01)}, tie_break="expected_flops",
+                            aliases={"flops": "expected_flops"},
                             description=f"the global-front point with the lowest calibration {costs[0]} among those within "
                                         "1 point of their own final exit's calibration accuracy (accuracy_drop <= 0.01)"),
         hv_objectives=hv, hv_reference=(0.0,) + (1.0,) * len(costs),

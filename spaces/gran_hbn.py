@@ -163,6 +163,7 @@ DECLARATION = Declaration(
     ),
     selection=Selection(
         best="accuracy", constraints={"specificity": ("min", 0.9)}, tie_break="expected_flops",
+        aliases={"flops": "expected_flops"},
         description="the global-front point with the best calibration accuracy among those answering at "
                     "the fine level at least 90% of the time (specificity >= 0.9); ties to fewer FLOPs",
     ),

@@ -67,6 +67,7 @@ class Selection:
     constraints: Mapping[str, tuple[str, float]] = field(default_factory=dict)
     tie_break: str | None = None
     description: str = ""
+    aliases: Mapping[str, str] = field(default_factory=dict)  # short names for constraints, e.g. flops -> expected_flops
 
     def with_constraints(self, **kwargs: float) -> Selection:
         """`min_<metric>=v` / `max_<metric>=v` keyword constraints added to (or replacing) these."""
@@ -75,7 +76,7 @@ class Selection:
             bound, _, metric = key.partition("_")
             if bound not in ("min", "max") or not metric:
                 raise ValueError(f"constraint {key!r}: write min_<metric>=value or max_<metric>=value")
-            extra[metric] = (bound, float(value))
+            extra[self.aliases.get(metric, metric)] = (bound, float(value))
         return dataclasses.replace(self, constraints={**dict(self.constraints), **extra},
                                    description="" if extra else self.description)
 
@@ -223,7 +224,8 @@ class Declaration:
         )
         s = dict(d["selection"])
         selection = Selection(best=s["best"], constraints={k: (v[0], float(v[1])) for k, v in s.get("constraints", {}).items()},
-                              tie_break=s.get("tie_break"), description=s.get("description", ""))
+                              tie_break=s.get("tie_break"), description=s.get("description", ""),
+                              aliases=dict(s.get("aliases", {})))
         return cls(
             yields=d["yields"], point=cols("point"), policy=cols("policy"), trial=cols("trial"),
             curves=cols("curves"), point_objectives=tuple(d["point_objectives"]),

@@ -98,6 +98,14 @@ class LatencyProfile(NamedTuple):
     def exit_ms_batched(self) -> np.ndarray:
         return np.cumsum(self.stage_ms_batched + self.head_ms_batched)
 
+    def fastest(self, other: LatencyProfile) -> LatencyProfile:
+        """Elementwise minimum of two measurements of the same network: other work on the machine
+        only ever slows a timing down, so the faster of two rounds taken apart in time is the
+        better estimate of the network's own cost."""
+        return self._replace(**{f: np.minimum(getattr(self, f), getattr(other, f))
+                                for f in ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched")},
+                             repeats=self.repeats + other.repeats)
+
     @property
     def plain_ms(self) -> float:
         return plain_cost(self.stage_ms, self.head_ms)

@@ -192,12 +192,18 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     costs: dict[str, np.ndarray] = {"flops": np.cumsum(stage_f + head_f)}
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
+    prof = None
     if family.latency:
         prof = measure_latency(model, data.channels, data.image_size, autocast=accelerator.autocast,
                                **family.calibration.get("latency", {}))
-        costs |= {"latency_ms": prof.exit_ms, "latency_ms_batched": prof.exit_ms_batched}
         references["latency_ms"] = reference_latency(family, data, device, accelerator.autocast)
-        plain |= {"latency_ms": prof.plain_ms, "latency_ms_batched": prof.plain_ms_batched}
+
+    def set_latency(p) -> None:
+        costs.update(latency_ms=p.exit_ms, latency_ms_batched=p.exit_ms_batched)
+        plain.update(latency_ms=p.plain_ms, latency_ms_batched=p.plain_ms_batched)
+
+    if prof is not None:
+        set_latency(prof)
 
     loader_kw = dict(coarse_of=np.asarray(data.coarse_of), device=device, mean=data.mean, std=data.std,
                      channels_last=use_cuda)
@@ -249,6 +255,13 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             raise TrialDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}/{epochs}")
         seconds = time.perf_counter() - t0
 
+        last = epoch == epochs - 1
+        if last and prof is not None:
+            # a second timing round, apart in time from the first: keep each segment's faster one
+            prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=accelerator.autocast,
+                                                **family.calibration.get("latency", {})))
+            set_latency(prof)
+            status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
         calib_cache = cache(calib_loader)
         calib = calib_cache.stats()
         t1 = time.perf_counter()
@@ -257,7 +270,6 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                        "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
                        "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve})
         write_json(trial_dir / "curves.json", curves)
-        last = epoch == epochs - 1
         metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss,
                    "images_per_second": curves[-1]["images_per_second"], **evaluation.signal}
         if last:

@@ -183,3 +183,13 @@ def test_exit_grad_scale_scales_only_early_exit_gradients(scale):
     with torch.no_grad():
         for (a, b), (c, d) in zip(net(x), base(x)):
             torch.testing.assert_close(a, c)
+
+
+def test_two_timing_rounds_keep_each_segments_faster_one():
+    net = build_early_exit_net(_cfg("resnet"), 3, ONE)
+    a = measure_latency(net, 3, 32, batch_size=8, warmup=1, repeats=2)
+    slow = a._replace(stage_ms=a.stage_ms * 10, head_ms_batched=a.head_ms_batched * 3)
+    both = slow.fastest(a)
+    for f in ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched"):
+        assert np.array_equal(getattr(both, f), getattr(a, f))
+    assert both.repeats == 4 and np.allclose(both.exit_ms, a.exit_ms)
