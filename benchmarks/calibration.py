@@ -49,7 +49,8 @@ def main() -> None:
     ap.add_argument("--settings", type=int, default=20_000)
     ap.add_argument("--dense-settings", type=int, default=1_000)
     args = ap.parse_args()
-    stats = synthetic_cache(args.samples, args.exits).stats()
+    cache = synthetic_cache(args.samples, args.exits)
+    stats = cache.stats()
     rng = np.random.default_rng(1)
     ev = BitsetEvaluator(stats, levels=64)
     idx = ev.random_settings(args.settings, rng)
@@ -66,7 +67,7 @@ def main() -> None:
 
     for name, budget in BUDGETS.items():
         start = time.perf_counter()
-        ev_ = GranHBN(DECLARATION, budget.calibration).evaluate(stats, {}, seed=0)
+        ev_ = GranHBN(DECLARATION, budget.calibration).evaluate(cache, {}, 0, None)
         res = ev_.state
         print(json.dumps({"what": "calibration_seconds", "budget": name, "seconds": round(time.perf_counter() - start, 3),
                           "settings_evaluated": res.n_evaluated, "front_size": len(res.front),

@@ -91,6 +91,7 @@ COMMON_CURVES = pa.schema([
     ("trial_id", pa.string()),
     ("epoch", pa.int64()),
     ("train_loss", pa.float64()),
+    ("calib_loss", pa.float64()),  # the family's loss on the calibration split after this epoch
     ("lr", pa.float64()),
     ("epoch_seconds", pa.float64()),
     ("images_per_second", pa.float64()),

@@ -68,6 +68,6 @@ def load_operating_point(run_dir: str | Path, point_id: str | None = None, *, de
     ckpt = run_dir / "trials" / row["trial_id"] / "model.pt"
     if not ckpt.exists():
         raise FileNotFoundError(f"trial {row['trial_id']}'s final network {ckpt} is missing")
-    clf = DynamicClassifier.from_checkpoint(ckpt, family.build_model, lambda k: family.thresholds(row, k), device)
+    clf = DynamicClassifier.from_checkpoint(ckpt, family.build_model, lambda model: family.thresholds(row, model), device)
     clf.point = by_split
     return clf

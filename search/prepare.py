@@ -33,7 +33,8 @@ def data_size(space: Space, spec: RunSpec) -> str:
 
 def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     """FLOPs of the space's largest network on this dataset's images (the cost normaliser).
-    Loading the dataset here also fails fast, before any trial starts, when it is missing."""
+    Loading the dataset here also fails fast, before any trial starts, when it is missing or
+    when the family cannot use it."""
     from trainables.cost import exit_flops
     from trainables.data import get_dataset
     from trainables.family import DataInfo
@@ -42,6 +43,7 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=data_size(space, spec))
     data = DataInfo.of(ds)
     family = space.family(budget, space.resolve_options(spec.options))
+    family.check(data)  # UnsuitableData before any trial starts
     best = 0.0
     for cfg in space.largest_configs(budget):
         net = family.build_model(cfg, data)

@@ -33,7 +33,10 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
     `calibration` overrides keys of the run's budget calibration settings; a key the family does
     not use raises ValueError. A trial whose caches are missing or unreadable raises too (naming
     the trial), before anything is rewritten."""
+    import torch
+
     from spaces import get_space
+    from trainables.dynamic import data_info
     from trainables.exits import ExitCache
     from trainables.loop import write_outcome
 
@@ -55,18 +58,19 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
             continue  # not complete: nothing was calibrated
         try:
             caches = [ExitCache.load(tdir / f"exit_cache_{s}.npz") for s in ("calibration", "test")]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"trial {tdir.name}: its cached exit outputs cannot be read ({type(exc).__name__}: {exc}); "
-                             "retrain it or leave it out") from exc
-        todo.append((tdir, caches))
-    for tdir, (calib_cache, test_cache) in todo:
+            data = data_info(torch.load(tdir / "model.pt", map_location="cpu", weights_only=False))
+        except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"trial {tdir.name}: its cached exit outputs or network cannot be read "
+                             f"({type(exc).__name__}: {exc}); retrain it or leave it out") from exc
+        todo.append((tdir, caches, data))
+    for tdir, (calib_cache, test_cache), data in todo:
         status_path = tdir / "status.json"
         status = json.loads(status_path.read_text())
         seed_t = int(status.get("seed") or seed)
+        config = status.get("config") or {}
         t0 = time.perf_counter()
-        calib = calib_cache.stats()
-        evaluation = family.evaluate(calib, status.get("config") or {}, seed_t)
-        outcome = family.finish(evaluation, calib, test_cache.stats(), status.get("config") or {}, seed_t)
+        evaluation = family.evaluate(calib_cache, config, seed_t, data)
+        outcome = family.finish(evaluation, calib_cache, test_cache, config, seed_t, data)
         write_outcome(tdir, family, outcome, {"finish_seconds": time.perf_counter() - t0, "recalibrated_with": family.calibration})
         status["trial"] = outcome.trial
         write_json(status_path, status)

@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
     p.add_argument("--budget", default="smoke", help="the space's budget: smoke (minutes on a laptop) or full (a real search); "
                    "each space lists its own")
-    p.add_argument("--objective", default=None,
-                   help="which cost is a point objective, where the space offers a choice (branchynet: latency, flops or both)")
+    for name, (choices, spaces_with) in _space_options().items():  # each space's own run options
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                       help=f"{spaces_with}: one of {', '.join(choices)}")
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -51,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip building report.html at the end")
     p.add_argument("--no-reuse-actors", action="store_true", help="start a fresh worker process for every trial")
     return p
+
+
+def _space_options() -> dict[str, tuple[tuple[str, ...], str]]:
+    """Every run option any space declares: its choices and "space: help" texts."""
+    from spaces import get_space, list_spaces
+
+    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    for name in list_spaces():
+        for key, opt in get_space(name).options.items():
+            choices, text = out.get(key, ((), ""))
+            out[key] = (tuple(dict.fromkeys(choices + opt.choices)), (text + "; " if text else "") + f"{name}: {opt.help}")
+    return out
 
 
 def _fail(console: Console, msg: str, code: int = 2) -> int:
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(console, "--resume needs --name of the run to resume")
     try:
         budget = space.budget(args.budget)
-        options = space.resolve_options({"objective": args.objective})
+        options = space.resolve_options({k: getattr(args, k) for k in _space_options()})
     except ValueError as exc:
         return _fail(console, str(exc))
     gpus = args.gpus_per_trial
@@ -116,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]run[/] {spec.name}: space {spec.space}, data {spec.data}, budget {spec.budget}, "
                   f"{spec.trials} trials -> {spec.run_dir}")
     from search.tuner import run_search
+    from trainables.family import UnsuitableData
 
     code = 0
     try:
         run_search(spec, console)
-    except DatasetUnavailable as exc:
+    except (DatasetUnavailable, UnsuitableData) as exc:
         return _fail(console, str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: results written so far are kept; resume with --resume --name " + spec.name)

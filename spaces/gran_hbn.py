@@ -26,8 +26,8 @@ from spaces import register_space
 from spaces._base import Budget, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.exits import ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
-from trainables.family import Evaluation, Family, pick, point_rows
+from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
+from trainables.family import DataInfo, Evaluation, Family, pick, point_rows
 from trainables.losses import GranularLoss, exit_weights
 
 BUDGETS = {
@@ -182,7 +182,7 @@ class GranHBN(Family):
 
     levels = ("fine", "coarse")
 
-    def make_loss(self, config: Mapping[str, Any], n_exits: int) -> GranularLoss:
+    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo) -> GranularLoss:
         return GranularLoss(
             exit_weights=exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)),
                                       n_exits),
@@ -215,15 +215,17 @@ class GranHBN(Family):
 
         return objectives
 
-    def evaluate(self, calib: ExitStats, config: Mapping[str, Any], seed: int) -> Evaluation:
+    def evaluate(self, calib_cache: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation:
+        calib = calib_cache.stats()
         res = calibrate(calib, self._objectives(calib), DECLARATION.maximize(DECLARATION.hv_objectives),
                         DECLARATION.hv_reference, seed=seed, **self.calibration)
         curve = {"hypervolume": res.hypervolume, "calib_fine_acc_per_exit": calib.acc_per_exit("fine").tolist(),
                  "calib_coarse_acc_per_exit": calib.acc_per_exit("coarse").tolist()}
         return Evaluation({"hypervolume": res.hypervolume}, curve, res)
 
-    def finish(self, evaluation: Evaluation, calib: ExitStats, test: ExitStats, config: Mapping[str, Any],
-               seed: int) -> Outcome:
+    def finish(self, evaluation: Evaluation, calib_cache: ExitCache, test_cache: ExitCache, config: Mapping[str, Any],
+               seed: int, data: DataInfo) -> Outcome:
+        calib, test = calib_cache.stats(), test_cache.stats()
         res = evaluation.state
         fixed = fixed_policies(2, calib.n_exits, self.levels)
         settings = np.concatenate([res.thresholds, np.stack([t for _, t in fixed])])
@@ -245,7 +247,7 @@ class GranHBN(Family):
                  "exit_flops": calib.costs["flops"].tolist()}
         return Outcome(points, trial, res.front)
 
-    def thresholds(self, point: Mapping[str, Any], n_exits: int) -> np.ndarray:
+    def thresholds(self, point: Mapping[str, Any], model: Any) -> np.ndarray:
         return np.array([point["thresholds_fine"], point["thresholds_coarse"]], dtype=np.float64)
 
 

@@ -22,7 +22,7 @@ from spaces.gran_hbn import DECLARATION as GRAN
 from spaces.gran_hbn import GranHBN
 from spaces.gran_hbn import define as gran_define
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.exits import ALWAYS, NEVER, ExitStats
+from trainables.exits import ALWAYS, NEVER, ExitCache, ExitStats
 from trainables.family import Evaluation, point_rows
 
 TINY_CAL = {"n_trials": 32, "neighbours": 4, "population": 16, "levels": 16, "max_points": 16}
@@ -37,11 +37,11 @@ def faulty_define(trial, budget):
 
 
 class FaultyGran(GranHBN):
-    def make_loss(self, config: Mapping[str, Any], n_exits: int):
+    def make_loss(self, config: Mapping[str, Any], n_exits: int, data):
         fault = config.get("fault", "none")
         if fault == "raise":
             raise RuntimeError("injected failure for the test")
-        loss = super().make_loss(config, n_exits)
+        loss = super().make_loss(config, n_exits, data)
         if fault == "nan":
             return lambda *a: loss(*a) * float("nan")
         return loss
@@ -68,17 +68,17 @@ class SinglePoint(GranHBN):
         return {"accuracy": float(stats.acc_per_exit("fine")[-1]),
                 "expected_flops_norm": float(stats.normalised_cost("flops")[-1])}
 
-    def evaluate(self, calib: ExitStats, config, seed: int) -> Evaluation:
-        p = self._point(calib)
+    def evaluate(self, calib: ExitCache, config, seed: int, data) -> Evaluation:
+        p = self._point(calib.stats())
         return Evaluation(dict(p), {"accuracy": p["accuracy"]})
 
-    def finish(self, evaluation, calib, test, config, seed) -> Outcome:
+    def finish(self, evaluation, calib, test, config, seed, data) -> Outcome:
         rows = point_rows("final/0", "final", reference=False, trial_front=True, params={},
-                          by_split={"calibration": self._point(calib), "test": self._point(test)})
+                          by_split={"calibration": self._point(calib.stats()), "test": self._point(test.stats())})
         return Outcome(rows, {}, None)
 
-    def thresholds(self, point, n_exits: int):
-        t = np.full((2, n_exits), NEVER)
+    def thresholds(self, point, model):
+        t = np.full((len(model.levels), model.n_exits), NEVER)
         t[0, -1] = ALWAYS  # the last exit answers at the fine level
         return t
 

@@ -10,8 +10,9 @@ family builds are counted (fine and coarse for Gran-HBN, one for BranchyNet).
 
 Reference: the CIFAR ResNet-18 forward is 1.111 GFLOP by this counter (../shared/RESEARCH.md).
 
-Latency: each segment (the stages since the previous exit plus that exit's heads and the entropy
-of their logits, which the exit decision needs) is timed on
+Latency: each segment (the stages since the previous exit, then that exit as dynamic inference
+runs it: its heads, the entropies, the decision and carrying on the samples that continue) is
+timed on
 the trial's device, at batch 1 and at a larger batch, as the median of repeated timings after
 warm-up. The time to answer at exit k is the sum of the segments up to k. At batch 1 that is the
 latency of an image leaving at k; in a batch, samples leave at their exit (as
@@ -31,7 +32,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainables.exits.cache import normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
 
 __all__ = ["LatencyProfile", "count_flops", "exit_flops", "expected_flops", "measure_latency", "plain_cost", "segment_flops"]
@@ -79,19 +79,21 @@ def expected_flops(exit_fraction: np.ndarray, flops_to_exit: np.ndarray) -> np.n
 
 
 class LatencyProfile(NamedTuple):
-    """Measured time per image of each segment's stages and heads, in milliseconds."""
+    """Measured time per image of each segment's stages and exit, in milliseconds."""
 
     stage_ms: np.ndarray  # (K,) batch 1: the stages since the previous exit
-    head_ms: np.ndarray  # (K,) batch 1: this exit's heads
+    head_ms: np.ndarray  # (K,) batch 1: this exit's heads and its decision, as dynamic inference runs them
     stage_ms_batched: np.ndarray  # (K,) per image at `batch_size` (time / batch size)
     head_ms_batched: np.ndarray  # (K,)
+    plain_head_ms: float  # the last exit's heads alone: the network without early exits ends there
+    plain_head_ms_batched: float
     batch_size: int
     repeats: int
     device: str
 
     @property
     def exit_ms(self) -> np.ndarray:
-        """(K,) latency of an image answered at exit k (every earlier segment and head included)."""
+        """(K,) latency of an image answered at exit k (every earlier segment and decision included)."""
         return np.cumsum(self.stage_ms + self.head_ms)
 
     @property
@@ -102,17 +104,17 @@ class LatencyProfile(NamedTuple):
         """Elementwise minimum of two measurements of the same network: other work on the machine
         only ever slows a timing down, so the faster of two rounds taken apart in time is the
         better estimate of the network's own cost."""
-        return self._replace(**{f: np.minimum(getattr(self, f), getattr(other, f))
-                                for f in ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched")},
+        fields = ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched", "plain_head_ms", "plain_head_ms_batched")
+        return self._replace(**{f: np.minimum(getattr(self, f), getattr(other, f)) for f in fields},
                              repeats=self.repeats + other.repeats)
 
     @property
     def plain_ms(self) -> float:
-        return plain_cost(self.stage_ms, self.head_ms)
+        return float(np.sum(self.stage_ms) + self.plain_head_ms)
 
     @property
     def plain_ms_batched(self) -> float:
-        return plain_cost(self.stage_ms_batched, self.head_ms_batched)
+        return float(np.sum(self.stage_ms_batched) + self.plain_head_ms_batched)
 
 
 def _median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
@@ -133,35 +135,48 @@ def _median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
 @torch.no_grad()
 def measure_latency(model: EarlyExitNet, in_channels: int, image_size: int, *, batch_size: int = 128,
                     warmup: int = 3, repeats: int = 10, autocast=None) -> LatencyProfile:
-    """Time every segment of `model` on its own device (median of `repeats` after `warmup`)."""
+    """Time every segment of `model` on its own device (median of `repeats` after `warmup`).
+
+    An exit is timed as dynamic inference runs it (`trainables.dynamic.answer_at_exit`): heads,
+    entropies, the decision, and carrying the samples that go on (all of them, the worst case)."""
     import contextlib
+
+    from trainables.dynamic import Answers, answer_at_exit
 
     device = next(model.parameters()).device
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
+    segments = model.segments()
+    never = np.full(len(model.levels), -1.0)  # no early answer: every sample carries on
     try:
-        times: dict[int, tuple[list[float], list[float]]] = {}
+        times: dict[int, tuple[list[float], list[float], float]] = {}
         for batch in dict.fromkeys((1, batch_size)):  # once when batch_size is 1
             stage_t: list[float] = []
             head_t: list[float] = []
             h = torch.zeros(batch, in_channels, image_size, image_size, device=device)
             if device.type == "cuda":
                 h = h.contiguous(memory_format=torch.channels_last)
-            for stages, heads in model.segments():
+            active = torch.arange(batch, device=device)
+            out = Answers.empty(batch, device)
+            for k, (stages, heads) in enumerate(segments):
                 def run_stages(stages=stages, h=h):
                     with autocast():
                         return stages(h)
                 stage_t.append(_median_ms(run_stages, device, warmup, repeats) / batch)
                 h = run_stages()
 
-                def run_heads(heads=heads, h=h):  # the exit's decision is part of its cost: heads + entropies
+                def run_exit(heads=heads, h=h, k=k):
                     with autocast():
-                        return [normalised_entropy(t) for t in heads(h)]
-                head_t.append(_median_ms(run_heads, device, warmup, repeats) / batch)
-            times[batch] = (stage_t, head_t)
+                        return answer_at_exit(heads, h, never, k == len(segments) - 1, k, active, out)
+                head_t.append(_median_ms(run_exit, device, warmup, repeats) / batch)
+
+            def run_plain_head(heads=segments[-1][1], h=h):
+                with autocast():
+                    return heads(h)
+            times[batch] = (stage_t, head_t, _median_ms(run_plain_head, device, warmup, repeats) / batch)
     finally:
         model.train(was_training)
-    (s1, h1), (sb, hb) = times[1], times[batch_size]
-    return LatencyProfile(np.asarray(s1), np.asarray(h1), np.asarray(sb), np.asarray(hb), int(batch_size), int(repeats),
-                          str(device))
+    (s1, h1, p1), (sb, hb, pb) = times[1], times[batch_size]
+    return LatencyProfile(np.asarray(s1), np.asarray(h1), np.asarray(sb), np.asarray(hb), p1, pb, int(batch_size),
+                          int(repeats), str(device))

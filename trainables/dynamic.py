@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +19,14 @@ import torch
 from trainables.exits import cascade_step, normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
 
-__all__ = ["DynamicClassifier", "Prediction"]
+__all__ = ["Answers", "DynamicClassifier", "Prediction", "answer_at_exit", "data_info"]
+
+
+def data_info(payload: dict[str, Any]):
+    """The DataInfo a trial stored with its network in model.pt."""
+    from trainables.family import DataInfo
+
+    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["data"].items()})
 
 
 @dataclass
@@ -33,6 +40,38 @@ class Prediction:
     def fine(self) -> np.ndarray:
         """(N,) bool: answered at the first (finest) level."""
         return self.level == 0
+
+
+class Answers(NamedTuple):
+    """What dynamic inference fills in, per sample: class, answer level and exit."""
+
+    label: torch.Tensor
+    level: torch.Tensor
+    exit: torch.Tensor
+
+    @classmethod
+    def empty(cls, n: int, device: torch.device) -> Answers:
+        return cls(*(torch.zeros(n, dtype=torch.long, device=device) for _ in range(3)))
+
+
+def answer_at_exit(heads, h: torch.Tensor, thresholds: np.ndarray, last: bool, k: int, active: torch.Tensor,
+                   out: Answers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exit k's decision on the samples still running (`h`: their features after exit k's stages,
+    `active`: their indices): record the answers of those that leave, and return the features and
+    indices of the rest. Dynamic inference runs this at every exit, and trainables/cost.py times
+    it, so a point's predicted latency includes what deciding costs."""
+    logits = heads(h)
+    undecided = torch.ones(len(active), dtype=torch.bool, device=h.device)
+    passes = [normalised_entropy(lg) <= float(t) for lg, t in zip(logits, thresholds)]
+    leave = torch.zeros_like(undecided)
+    for j, go in enumerate(cascade_step(undecided, passes, last)):
+        idx = active[go]
+        out.label[idx] = logits[j][go].argmax(-1)
+        out.level[idx] = j
+        out.exit[idx] = k
+        leave |= go
+    stay = ~leave
+    return h[stay], active[stay]
 
 
 class DynamicClassifier:
@@ -55,20 +94,19 @@ class DynamicClassifier:
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255
         self.names = {level: list(names[level]) for level in model.levels}
+        self.segments = model.segments()  # built once: making the modules costs more than a small exit's compute
         self.point: dict[str, Any] = {}  # the operating point's rows (set by search.load)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu") -> DynamicClassifier:
         """From a trial's model.pt: `build_model(config, data)` rebuilds the network (the family's),
-        `thresholds_of(n_exits)` gives the operating point's thresholds."""
-        from trainables.family import DataInfo
-
+        `thresholds_of(model)` gives the operating point's thresholds for it."""
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-        data = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["data"].items()})
+        data = data_info(payload)
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
         names = {level: list(data.names(level)) for level in model.levels}
-        return cls(model, thresholds_of(model.n_exits), data.mean, data.std, names, device)
+        return cls(model, thresholds_of(model), data.mean, data.std, names, device)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
@@ -81,27 +119,15 @@ class DynamicClassifier:
             x = x.permute(0, 3, 1, 2)
         x = ((x.to(self.device).float() - self.mean) / self.std).contiguous()
         n = x.shape[0]
-        label = torch.zeros(n, dtype=torch.long, device=self.device)
-        level = torch.zeros(n, dtype=torch.long, device=self.device)
-        exit_at = torch.zeros(n, dtype=torch.long, device=self.device)
+        out = Answers.empty(n, self.device)
         active = torch.arange(n, device=self.device)
         h = x
-        segments = self.model.segments()
+        segments = self.segments
         for k, (stages, heads) in enumerate(segments):
-            h = stages(h)
-            logits = heads(h)
-            undecided = torch.ones(len(active), dtype=torch.bool, device=self.device)
-            passes = [normalised_entropy(lg) <= float(self.thresholds[j, k]) for j, lg in enumerate(logits)]
-            leave = torch.zeros_like(undecided)
-            for j, go in enumerate(cascade_step(undecided, passes, k == len(segments) - 1)):
-                idx = active[go]
-                label[idx] = logits[j][go].argmax(-1)
-                level[idx] = j
-                exit_at[idx] = k
-                leave |= go
-            active, h = active[~leave], h[~leave]
+            h, active = answer_at_exit(heads, stages(h), self.thresholds[:, k], k == len(segments) - 1, k, active, out)
             if len(active) == 0:
                 break
+        label, level, exit_at = out
         label_np, level_np = label.cpu().numpy(), level.cpu().numpy()
         levels = self.model.levels
         names = [self.names[levels[j]][c] for c, j in zip(label_np, level_np)]

@@ -7,13 +7,18 @@ caching of every exit's outputs on the calibration and test splits. A family sup
 is its own:
 
 * `build_model(config, data)`  its network (an EarlyExitNet with the family's answer levels);
-* `make_loss(config, n_exits)`  its loss, called as loss(outputs, y_fine, y_coarse, epoch);
-* `evaluate(calib, config, seed)`  the trial's signal on the calibration split, computed the
-  same way after every epoch and at the end, so a scheduler compares like with like;
-* `finish(evaluation, calib, test, config, seed)`  the operating points (chosen on calibration,
-  scored on test) and the trial's declared values;
-* `thresholds(point, n_exits)`  the exit thresholds (levels x exits) of a stored point, for
-  dynamic inference (search.load).
+* `make_loss(config, n_exits, data)`  its loss, called as loss(outputs, y_fine, y_coarse, epoch);
+* `evaluate(calib, config, seed, data)`  the trial's signal from the calibration split's cached
+  outputs, computed the same way after every epoch and at the end, so a scheduler compares like
+  with like;
+* `finish(evaluation, calib, test, config, seed, data)`  the operating points (chosen on
+  calibration, scored on test) and the trial's declared values;
+* `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, for
+  dynamic inference (search.load);
+* `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts.
+
+`data` (DataInfo) is what the family may know of the dataset: shapes, class names, the
+two-level hierarchy and, where the dataset has one, a deeper class tree.
 """
 
 from __future__ import annotations
@@ -25,9 +30,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from trainables.contract import Declaration, Outcome
-from trainables.exits import ExitStats
+from trainables.data.hierarchy import Hierarchy
+from trainables.exits import ExitCache
 
-__all__ = ["DataInfo", "Evaluation", "Family", "pick", "point_rows"]
+__all__ = ["DataInfo", "Evaluation", "Family", "UnsuitableData", "pick", "point_rows"]
+
+
+class UnsuitableData(ValueError):
+    """The dataset cannot serve this family with these options (e.g. no deeper class tree)."""
 
 
 class DataInfo(NamedTuple):
@@ -42,12 +52,14 @@ class DataInfo(NamedTuple):
     fine_names: tuple[str, ...]
     coarse_names: tuple[str, ...]
     coarse_of: tuple[int, ...]
+    hierarchy: Hierarchy | None = None  # the two levels the heads predict
+    tree: Hierarchy | None = None  # a deeper class tree (e.g. CIFAR-100's WordNet tree), when the dataset has one
 
     @classmethod
     def of(cls, ds: Any) -> DataInfo:
         h = ds.hierarchy
         return cls(ds.channels, ds.image_size, ds.n_fine, ds.n_coarse, tuple(ds.mean), tuple(ds.std),
-                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of))
+                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of), h, ds.tree)
 
     def n_classes(self, level: str) -> int:
         return {"fine": self.n_fine, "coarse": self.n_coarse}[level]
@@ -84,19 +96,22 @@ class Family(ABC):
 
         return build_early_exit_net(config, data.channels, self.outputs(data))
 
-    @abstractmethod
-    def make_loss(self, config: Mapping[str, Any], n_exits: int) -> Callable[..., Any]: ...
+    def check(self, data: DataInfo) -> None:
+        """Raise UnsuitableData (what is wrong, what to do) when this family cannot use the data."""
 
     @abstractmethod
-    def evaluate(self, calib: ExitStats, config: Mapping[str, Any], seed: int) -> Evaluation: ...
+    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo) -> Callable[..., Any]: ...
 
     @abstractmethod
-    def finish(self, evaluation: Evaluation, calib: ExitStats, test: ExitStats, config: Mapping[str, Any],
-               seed: int) -> Outcome: ...
+    def evaluate(self, calib: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation: ...
 
     @abstractmethod
-    def thresholds(self, point: Mapping[str, Any], n_exits: int) -> np.ndarray:
-        """(levels, exits) thresholds of a stored operating point (a results row)."""
+    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, config: Mapping[str, Any],
+               seed: int, data: DataInfo) -> Outcome: ...
+
+    @abstractmethod
+    def thresholds(self, point: Mapping[str, Any], model: Any) -> np.ndarray:
+        """(len(model.levels), model.n_exits) thresholds of a stored operating point (a results row)."""
 
 
 def pick(values: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:

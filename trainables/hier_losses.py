@@ -56,6 +56,8 @@ from torch import Tensor, nn
 from trainables.data.hierarchy import Hierarchy
 
 __all__ = [
+    "ClassCosines",
+    "CosineLoss",
     "CrossEntropyLoss",
     "EmbeddingLoss",
     "HXELoss",
@@ -261,26 +263,59 @@ def embedding_scores(outputs: Tensor, embeddings: ArrayLike) -> Tensor:
     return F.normalize(outputs, dim=1) @ F.normalize(e, dim=1).T
 
 
-class EmbeddingLoss(nn.Module):
-    """Cosine loss towards the label's class vector, plus optional scaled-cosine cross-entropy."""
+class ClassCosines(nn.Module):
+    """A fixed last layer: the cosine of a feature vector to every class vector, (N, D) -> (N, C).
 
-    def __init__(self, embeddings: ArrayLike, ce_weight: float = 0.0, scale: float = 16.0) -> None:
+    With it, an embedding network outputs scores that rank classes by nearest class vector, so
+    caching, metrics and dynamic inference treat it like any classifier (argmax = nearest)."""
+
+    def __init__(self, embeddings: ArrayLike) -> None:
         super().__init__()
         e = _numpy(embeddings, "embeddings")
         norms = np.linalg.norm(e, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError("embeddings has an all-zero class vector")
-        self.ce_weight, self.scale = _nonneg("ce_weight", ce_weight), _nonneg("scale", scale)
-        self.register_buffer("embeddings", torch.from_numpy(e / norms))
+        self.register_buffer("embeddings", torch.from_numpy(e / norms).float())
         self.n_classes, self.dim = e.shape
 
-    def forward(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        x, y = _check(outputs, labels, self.dim, self.n_classes)
-        cos = embedding_scores(x, self.embeddings)
+    def forward(self, features: Tensor) -> Tensor:
+        return embedding_scores(features, self.embeddings)
+
+
+class CosineLoss(nn.Module):
+    """The embedding loss on cosines to the class vectors (outputs of `ClassCosines`):
+    mean(1 - cos_y) + ce_weight * CE(scale * cos, y)."""
+
+    def __init__(self, ce_weight: float = 0.0, scale: float = 16.0) -> None:
+        super().__init__()
+        self.ce_weight, self.scale = _nonneg("ce_weight", ce_weight), _nonneg("scale", scale)
+
+    def forward(self, cosines: Tensor, labels: Tensor) -> Tensor:
+        cos, y = _check(cosines, labels, None, None)
         loss = (1.0 - cos.gather(1, y[:, None]).squeeze(1)).mean()
         if self.ce_weight:
             loss = loss + self.ce_weight * F.cross_entropy(self.scale * cos, y)
         return loss
+
+
+class EmbeddingLoss(nn.Module):
+    """Cosine loss towards the label's class vector, plus optional scaled-cosine cross-entropy,
+    on raw features: `CosineLoss` after `ClassCosines`."""
+
+    def __init__(self, embeddings: ArrayLike, ce_weight: float = 0.0, scale: float = 16.0) -> None:
+        super().__init__()
+        self.cosines = ClassCosines(embeddings)
+        self.cosine_loss = CosineLoss(ce_weight, scale)
+        self.n_classes, self.dim = self.cosines.n_classes, self.cosines.dim
+        self.ce_weight, self.scale = self.cosine_loss.ce_weight, self.cosine_loss.scale
+
+    @property
+    def embeddings(self) -> Tensor:
+        return self.cosines.embeddings
+
+    def forward(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        x, y = _check(outputs, labels, self.dim, self.n_classes)
+        return self.cosine_loss(self.cosines(x), y)
 
     def extra_repr(self) -> str:
         return f"n_classes={self.n_classes}, dim={self.dim}, ce_weight={self.ce_weight}, scale={self.scale}"

@@ -41,7 +41,7 @@ from trainables.cost import measure_latency, plain_cost, segment_flops
 from trainables.device_data import DeviceLoader, load_data
 from trainables.exits import ExitCache
 from trainables.family import DataInfo, Family
-from trainables.optim import make_optimizer, make_scheduler
+from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
 
 __all__ = ["LocalReporter", "Reporter", "TrialContext", "TrialDiverged", "run_trial"]
 
@@ -113,16 +113,22 @@ def _device_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def exit_outputs(model, loader: DeviceLoader, autocast) -> list[np.ndarray]:
-    """Every exit's logits over a split, per answer level: [(K, N, n_classes)] in float16."""
+def exit_outputs(model, loader: DeviceLoader, autocast, loss_fn=None, epoch: float = 0.0) -> tuple[list[np.ndarray], float | None]:
+    """Every exit's logits over a split, per answer level: [(K, N, n_classes)] in float16; and the
+    family's loss on that split (mean over batches, weighted by size) when `loss_fn` is given."""
     model.eval()
     chunks: list[list[tuple[torch.Tensor, ...]]] = []
-    for x, _, _ in loader.epoch():
+    loss_sum, n = 0.0, 0
+    for x, yf, yc in loader.epoch():
         with autocast():
             outs = model(x)
         chunks.append([tuple(t.float() for t in out) for out in outs])
+        if loss_fn is not None:
+            loss_sum += float(loss_fn(chunks[-1], yf, yc, epoch)) * len(x)
+            n += len(x)
     K, L = len(chunks[0]), len(chunks[0][0])
-    return [torch.stack([torch.cat([c[k][j] for c in chunks]) for k in range(K)]).half().cpu().numpy() for j in range(L)]
+    logits = [torch.stack([torch.cat([c[k][j] for c in chunks]) for k in range(K)]).half().cpu().numpy() for j in range(L)]
+    return logits, (loss_sum / n if n else None)
 
 
 def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn, accelerator, epoch: int,
@@ -131,6 +137,7 @@ def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn, accelerator, epo
     model.train()
     steps = len(loader)
     loss_sum = torch.zeros((), device=accelerator.device)
+    per_step = sched is not None and not per_epoch_schedule(sched)
     for step, (x, yf, yc) in enumerate(loader.epoch(epoch)):
         if max_steps is not None and step >= max_steps:
             break
@@ -140,7 +147,7 @@ def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn, accelerator, epo
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
-        if sched is not None:
+        if per_step:
             sched.step()
         loss_sum += loss.detach()
     return loss_sum
@@ -216,7 +223,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     sched = make_scheduler(config, opt, epochs, len(train_loader))
     model, opt = accelerator.prepare(model, opt)
     net = accelerator.unwrap_model(model)
-    loss_fn = family.make_loss(config, net.n_exits)
+    loss_fn = family.make_loss(config, net.n_exits, data)
 
     curves: list[dict[str, Any]] = []
     start_epoch = 0
@@ -229,11 +236,12 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         start_epoch = int(state["epoch"]) + 1
         curves = list(state["curves"])
 
-    def cache(loader: DeviceLoader) -> ExitCache:
-        logits = exit_outputs(model, loader, accelerator.autocast)
+    def cache(loader: DeviceLoader, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
+        logits, loss = exit_outputs(model, loader, accelerator.autocast, loss_fn, epoch)
         labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
+        # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
-                         costs, references, plain)
+                         costs, references, plain), loss
 
     status: dict[str, Any] = {
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": epochs, "epochs_done": start_epoch,
@@ -262,19 +270,21 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                                                 **family.calibration.get("latency", {})))
             set_latency(prof)
             status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
-        calib_cache = cache(calib_loader)
-        calib = calib_cache.stats()
+        calib_cache, calib_loss = cache(calib_loader, epoch + 1)
+        lr = float(opt.param_groups[0]["lr"])
+        if per_epoch_schedule(sched):
+            sched.step(calib_loss)  # ReduceLROnPlateau: on the calibration loss, once an epoch
         t1 = time.perf_counter()
-        evaluation = family.evaluate(calib, config, seed)
-        curves.append({"epoch": epoch + 1, "train_loss": mean_loss, "lr": float(opt.param_groups[0]["lr"]),
+        evaluation = family.evaluate(calib_cache, config, seed, data)
+        curves.append({"epoch": epoch + 1, "train_loss": mean_loss, "calib_loss": calib_loss, "lr": lr,
                        "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
                        "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve})
         write_json(trial_dir / "curves.json", curves)
         metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss,
                    "images_per_second": curves[-1]["images_per_second"], **evaluation.signal}
         if last:
-            _finish(family, evaluation, calib_cache, cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw)),
-                    config, seed, trial_dir, net, data, status)
+            test_cache, _ = cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw))
+            _finish(family, evaluation, calib_cache, test_cache, config, seed, trial_dir, net, data, status)
         status.update(epochs_done=epoch + 1, status="complete" if last else "running", signal=evaluation.signal)
         _write_status(trial_dir, status)
         with tempfile.TemporaryDirectory() as tmp:
@@ -295,7 +305,7 @@ def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: Exit
     calib_cache.save(trial_dir / "exit_cache_calibration.npz")
     test_cache.save(trial_dir / "exit_cache_test.npz")
     t0 = time.perf_counter()
-    outcome = family.finish(evaluation, calib_cache.stats(), test_cache.stats(), config, seed)
+    outcome = family.finish(evaluation, calib_cache, test_cache, config, seed, data)
     seconds = time.perf_counter() - t0
     write_outcome(trial_dir, family, outcome, {"finish_seconds": seconds})
     status["trial"] = outcome.trial

@@ -2,7 +2,9 @@
 
 `optimizer`: sgd (Nesterov, momentum 0.9), adam, adamw; `lr`, `weight_decay`. `lr_schedule`,
 stepped per batch over the whole run: cosine, cosine_restarts (`lr_cycles`), multistep (x0.1 at
-50% and 75%), onecycle (peak `lr`).
+50% and 75%), onecycle (peak `lr`), cyclic (triangular between lr/10 and `lr`, `lr_cycles`
+cycles); or once an epoch on the calibration loss: plateau (x0.1 after 2 epochs without
+improvement, as in the transfer-learning recipe of ../shared/RESEARCH.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["make_optimizer", "make_scheduler"]
+__all__ = ["make_optimizer", "make_scheduler", "per_epoch_schedule"]
+
+SCHEDULES = ("cosine", "cosine_restarts", "multistep", "onecycle", "cyclic", "plateau")
+
+
+def per_epoch_schedule(sched) -> bool:
+    """Stepped once an epoch with the calibration loss (plateau), not after every batch."""
+    return isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 def make_optimizer(config: Mapping[str, Any], params) -> torch.optim.Optimizer:
@@ -42,4 +51,12 @@ def make_scheduler(config: Mapping[str, Any], opt: torch.optim.Optimizer, epochs
         return sched.MultiStepLR(opt, milestones=[int(total * 0.5), int(total * 0.75)], gamma=0.1)
     if name == "onecycle":
         return sched.OneCycleLR(opt, max_lr=float(config.get("lr", 0.05)), total_steps=total)
-    raise ValueError(f"unknown lr_schedule {name!r}; known: cosine, cosine_restarts, multistep, onecycle")
+    if name == "cyclic":
+        cycles = max(1, int(config.get("lr_cycles", 2)))
+        lr = float(config.get("lr", 0.05))
+        # momentum cycling needs a momentum parameter: SGD has one, Adam's betas are left alone
+        return sched.CyclicLR(opt, base_lr=lr / 10, max_lr=lr, step_size_up=max(1, total // (2 * cycles)),
+                              cycle_momentum=config.get("optimizer", "sgd") == "sgd")
+    if name == "plateau":
+        return sched.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=2)
+    raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(SCHEDULES)}")

@@ -99,7 +99,7 @@ def _check_loader(run, n_images=200):
     pred = clf.predict(ds.test.images[:n_images])
     assert len(pred.label) == n_images and set(pred.exit.tolist()) <= set(range(clf.model.n_exits))
     cache = ExitCache.load(run / "trials" / clf.point["calibration"]["trial_id"] / "exit_cache_test.npz")
-    exit_at, level, _ = apply_policy(cache.stats(), clf.thresholds)
+    exit_at, level, _ = apply_policy(cache.stats(), clf.thresholds[: len(cache.levels)])  # the levels calibrated on
     assert ((exit_at[:n_images] == pred.exit) & (level[:n_images] == pred.level)).mean() >= 0.95
     return clf
 
@@ -143,3 +143,20 @@ def test_branchynet_smoke_end_to_end(tmp_path):
     assert html.count("<svg") >= 3 and "best_ratio" in html
     clf = _check_loader(run)
     assert clf.point["calibration"]["accuracy_drop"] <= 0.01
+
+
+def test_better_mistakes_smoke_end_to_end(tmp_path):
+    """The issue's command: better_mistakes on synthetic data at the smoke budget: a multi-objective
+    outer search, one point per trial, results and report."""
+    p = search("--space", "better_mistakes", "--data", "synthetic", "--budget", "smoke", "--name", "bm",
+               "--storage", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "bm"
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    assert {r["status"] for r in rows} == {"complete"} and len({r["trial_id"] for r in rows}) == 5
+    assert len(rows) == 10 and all(r["top1_error"] is not None and r["hdist_5"] is not None for r in rows)
+    st = study(run)
+    assert [d.name for d in st.directions] == ["MINIMIZE"] * 3
+    html = (run / "report.html").read_text()
+    assert html.count("<svg") >= 2 and "mistake_severity" in html
+    _check_loader(run)

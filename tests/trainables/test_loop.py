@@ -82,7 +82,7 @@ def test_per_epoch_signal_is_the_final_measure(tmp_path):
     d = tmp_path / "trial"
     status = json.loads((d / "status.json").read_text())
     last = ctx.reporter.history[-1]["hypervolume"]
-    again = fam.evaluate(ExitCache.load(d / "exit_cache_calibration.npz").stats(), TINY_CFG, status["seed"])
+    again = fam.evaluate(ExitCache.load(d / "exit_cache_calibration.npz"), TINY_CFG, status["seed"], None)
     assert again.signal["hypervolume"] == pytest.approx(last, abs=1e-12)
     curves = json.loads((d / "curves.json").read_text())
     assert [c["hypervolume"] for c in curves] == [h["hypervolume"] for h in ctx.reporter.history]
@@ -119,7 +119,43 @@ def test_accelerate_state_does_not_leak_between_trials(tmp_path):
 
 def test_single_exit_network_uses_the_last_exit_weight(tmp_path):
     fam = gran_family()
-    loss = fam.make_loss({"exit_weight_first": 1.0, "exit_weight_last": 0.25}, 1)
+    loss = fam.make_loss({"exit_weight_first": 1.0, "exit_weight_last": 0.25}, 1, None)
     assert list(loss.exit_weights) == [0.25]
     m = run_trial(fam, {**TINY_CFG, "exit_after": [2], "epochs": 1, "exit_weight_last": 0.25}, tiny_ctx(tmp_path))
     assert np.isfinite(m["train_loss"])
+
+
+def test_plateau_schedule_steps_once_an_epoch_on_the_calibration_loss(tmp_path):
+    """ReduceLROnPlateau is not stepped per batch but after each epoch, with the calibration loss
+    the loop records in the curves."""
+    from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
+
+    net = torch.nn.Linear(2, 2)
+    cfg = {"optimizer": "sgd", "lr": 0.1, "lr_schedule": "plateau"}
+    opt = make_optimizer(cfg, net.parameters())
+    sched = make_scheduler(cfg, opt, epochs=10, steps_per_epoch=5)
+    assert per_epoch_schedule(sched)
+    for loss in (1.0, 1.0, 1.0, 1.0):  # no improvement for patience (2) + 1 epochs: x0.1
+        sched.step(loss)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    ctx = tiny_ctx(tmp_path)
+    run_trial(gran_family(), {**TINY_CFG, "lr_schedule": "plateau", "epochs": 2}, ctx)
+    curves = json.loads((tmp_path / "trial" / "curves.json").read_text())
+    assert all(c["calib_loss"] > 0 for c in curves) and curves[0]["lr"] == pytest.approx(TINY_CFG["lr"])
+
+
+def test_cyclic_schedule_cycles_between_a_tenth_and_the_peak():
+    from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
+
+    net = torch.nn.Linear(2, 2)
+    cfg = {"optimizer": "adam", "lr": 0.01, "lr_schedule": "cyclic", "lr_cycles": 2}
+    opt = make_optimizer(cfg, net.parameters())
+    sched = make_scheduler(cfg, opt, epochs=2, steps_per_epoch=10)
+    assert not per_epoch_schedule(sched)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert min(lrs) == pytest.approx(0.001) and max(lrs) == pytest.approx(0.01, rel=1e-6)
+    assert lrs.index(max(lrs)) == 5  # two cycles of 10 steps: up for 5, down for 5

@@ -14,6 +14,11 @@
   early_exit.py), so parameter counts differ from the paper's 8.75M; `width` scales all convs.
   `cuts="layers"` cuts it after each of its five conv layers instead (B-AlexNet's finer branch
   points): same network, more places for an exit.
+- `plainnet`: Barz & Denzler's Plain-11 ("Deep Learning is not a Matter of Depth but of Good
+  Training", 2018; cvjena/semantic-embeddings): conv3x3 (BN, ReLU) layers 64, 64 | avg-pool |
+  128 x3 | avg-pool | 256 x3 | avg-pool | 512, in four stages; with an "mlp" head of 512 hidden
+  units (global average pooling, fc 512, classifier) it has its 11 layers. The 11-layer CNN of the
+  Making Better Mistakes comparison (../shared/RESEARCH.md). `width` scales every layer.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from trainables.models import StagedBackbone, register_backbone
 TINY_CONFIGS = {
     "resnet": {"width": 8, "blocks": 1, "n_stages": 3},
     "alexnet": {"width": 0.125},
+    "plainnet": {"width": 0.125},
 }
 
 
@@ -97,3 +103,24 @@ def alexnet(in_channels: int, width: float = 1.0, cuts: str = "paper") -> Staged
             [c(64), c(192), c(384), c(256), c(256)],
         )
     return StagedBackbone([stage1, stage2, stage3], [c(64), c(384), c(256)])
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@register_backbone
+def plainnet(in_channels: int, width: float = 1.0) -> StagedBackbone:
+    def c(n: int) -> int:
+        return max(4, int(round(n * width)))
+
+    plan = [[64, 64], [128, 128, 128], [256, 256, 256], [512]]
+    stages: list[nn.Module] = []
+    cin = in_channels
+    for s, convs in enumerate(plan):
+        layers: list[nn.Module] = [nn.AvgPool2d(2)] if s > 0 else []  # Plain-11 pools between its blocks
+        for n in convs:
+            layers += _conv_bn_relu(cin, c(n))
+            cin = c(n)
+        stages.append(nn.Sequential(*layers))
+    return StagedBackbone(stages, [c(p[-1]) for p in plan])
