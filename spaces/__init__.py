@@ -27,6 +27,7 @@ def get_space(name: str) -> Space:
     return space
 
 
+from spaces import better_mistakes as _better_mistakes  # noqa: E402,F401
 from spaces import branchynet as _branchynet  # noqa: E402,F401
 from spaces import gran_hbn as _gran_hbn  # noqa: E402,F401
 

@@ -18,13 +18,14 @@ def test_common_columns_are_documented():
         assert f"`{name}`" in README, name
 
 
-@pytest.mark.parametrize("name", ["gran_hbn", "branchynet"])
+@pytest.mark.parametrize("name", ["gran_hbn", "branchynet", "better_mistakes"])
 def test_each_space_section_lists_its_declared_columns(name):
-    m = re.search(rf"### `{name}`'s own columns\n(.*?)\n### ", README, re.S)
+    m = re.search(rf"### `{name}`'s? own columns\n(.*?)\n### ", README, re.S)
     assert m, f"no README section for {name}"
     section = m.group(1)
     space = get_space(name)
-    for option in [None, *(space.options["objective"].choices if "objective" in space.options else [])]:
-        decl = space.declaration(space.budget("smoke"), {"objective": option} if option else {})
+    options = [{}] + [{key: c} for key, opt in space.options.items() for c in opt.choices]
+    for option in options:
+        decl = space.declaration(space.budget("smoke"), option)
         for c in decl.columns():
             assert f"`{c.name}`" in section, (name, c.name)
