@@ -52,7 +52,7 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
     family.calibration.update(calibration)
     decl = Declaration.from_dict(spec["declaration"]) if "declaration" in spec else family.declaration
 
-    todo = []
+    pending = []
     for tdir in sorted((run_dir / "trials").glob("*")):
         if not (tdir / "points.json").exists():
             continue  # not complete: nothing was calibrated
@@ -62,8 +62,8 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
         except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
             raise ValueError(f"trial {tdir.name}: its cached exit outputs or network cannot be read "
                              f"({type(exc).__name__}: {exc}); retrain it or leave it out") from exc
-        todo.append((tdir, caches, data))
-    for tdir, (calib_cache, test_cache), data in todo:
+        pending.append((tdir, caches, data))
+    for tdir, (calib_cache, test_cache), data in pending:
         status_path = tdir / "status.json"
         status = json.loads(status_path.read_text())
         seed_t = int(status.get("seed") or seed)
@@ -82,7 +82,7 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
         old = pq.read_table(results_path, columns=["trial_id", "trial_number"]).to_pylist()
         numbers = {r["trial_id"]: {"number": r["trial_number"]} for r in old}
     write_tables(run_dir, *collect(run_dir, spec, decl, numbers))
-    return len(todo)
+    return len(pending)
 
 
 def main(argv: list[str] | None = None) -> int:
