@@ -337,7 +337,8 @@ def front_plot_info(tables: RunTables, x: str, y: str) -> FrontPlotInfo:
     stairs = (staircase(front.x, front.y, xm.direction == "max", ym.direction == "max")
               if xm.direction and ym.direction else np.zeros((0, 2)))
     return FrontPlotInfo(xm, ym, front, stairs, background, partial, reference_groups,
-                         tuple(g for g in marks if len(g.points)), default, guide, policies, skipped)
+                         tuple(g for g in marks if len(g.points)), default, guide, policies, skipped,
+                         groups(complete & in_front))
 
 
 def trial_curves_info(tables: RunTables, max_legend: int = 10) -> TrialCurvesInfo | None:

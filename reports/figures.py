@@ -97,9 +97,11 @@ def render_front(info: FrontPlotInfo) -> Figure:
     if len(info.staircase) >= 2:
         ax.plot(info.staircase[:, 0], info.staircase[:, 1], color=FRONT_COLOR, lw=1.3, alpha=0.9, zorder=3,
                 label="front envelope in this projection")
-    if len(info.front):
-        ax.scatter(info.front.x, info.front.y, s=44, color=FRONT_COLOR, edgecolors="black", linewidths=0.7, zorder=4,
-                   label=f"global front ({len(info.front)}), chosen on calibration")
+    for g in info.front_groups:  # the front's colour, each policy's own marker (which loss, which mode)
+        ax.scatter(g.points.x, g.points.y, s=48, color=FRONT_COLOR, marker=MPL_MARKERS[styles[g.name].marker],
+                   edgecolors="black", linewidths=0.7, zorder=4,
+                   label=(f"global front ({len(g.points)})" if single else f"global front: {g.name} ({len(g.points)})")
+                   + ", chosen on calibration")
     for g in info.marks:
         ax.scatter(g.points.x, g.points.y, s=190, marker="*", color=MARK_COLOR, edgecolors="black", linewidths=0.7,
                    zorder=5, label=f"{g.name} ({len(g.points)})")

@@ -112,8 +112,9 @@ def _front_svg(fp: FrontPlotInfo, info: ReportInfo) -> str:
         series.append(SvgSeries("front envelope in this projection",
                                 tuple(SvgPoint(float(x), float(y), "front envelope in this projection") for x, y in fp.staircase),
                                 FRONT_COLOR, "none", line=True))
-    if len(fp.front):
-        series.append(SvgSeries(f"global front ({len(fp.front)}), chosen on calibration", pts(fp.front), FRONT_COLOR, size=5))
+    for g in fp.front_groups:  # the front's colour, each policy's own marker
+        label = f"global front ({len(g.points)})" if single else f"global front: {g.name} ({len(g.points)})"
+        series.append(SvgSeries(label + ", chosen on calibration", pts(g.points), FRONT_COLOR, styles[g.name].marker, size=5))
     series += [SvgSeries(f"{g.name} ({len(g.points)})", pts(g.points), MARK_COLOR, "star", size=8) for g in fp.marks]
     if len(fp.default):
         series.append(SvgSeries("default operating point", pts(fp.default), "#000000", size=9, filled=False))

@@ -151,6 +151,7 @@ class FrontPlotInfo(NamedTuple):
     guide: Guide | None  # the largest network's cost on the x axis, when known
     policies: tuple[str, ...]  # every non-reference policy of the run: one style each, in every figure
     skipped: int  # rows left out because a coordinate was null
+    front_groups: tuple[Group, ...] = ()  # the front's points by policy: drawn in the front's colour, the policy's marker
 
     @property
     def drawable(self) -> bool:

@@ -58,9 +58,11 @@ class Column:
 class Selection:
     """How to pick one front point: constraints on calibration scores, then the best by `best`.
 
-    `constraints` maps a point metric to ("min", v) (the metric must be >= v) or ("max", v)
-    (<= v). Among the global-front points that meet them, the one with the best `best` value is
-    chosen (its direction from the declaration); ties go to the lowest value of `tie_break`.
+    `constraints` maps a point metric to ("min", v) (the metric must be >= v), ("max", v) (<= v),
+    or ("within", v): within v of the best value of that metric among the candidates, in its
+    declared direction (e.g. accuracy within 0.01 of the front's most accurate point). Among the
+    global-front points that meet them, the one with the best `best` value is chosen (its
+    direction from the declaration); ties go to the lowest value of `tie_break`.
     """
 
     best: str
@@ -70,12 +72,13 @@ class Selection:
     aliases: Mapping[str, str] = field(default_factory=dict)  # short names for constraints, e.g. flops -> expected_flops
 
     def with_constraints(self, **kwargs: float) -> Selection:
-        """`min_<metric>=v` / `max_<metric>=v` keyword constraints added to (or replacing) these."""
+        """`min_<metric>=v`, `max_<metric>=v` or `within_<metric>=v` keyword constraints added to
+        (or replacing) these."""
         extra: dict[str, tuple[str, float]] = {}
         for key, value in kwargs.items():
             bound, _, metric = key.partition("_")
-            if bound not in ("min", "max") or not metric:
-                raise ValueError(f"constraint {key!r}: write min_<metric>=value or max_<metric>=value")
+            if bound not in ("min", "max", "within") or not metric:
+                raise ValueError(f"constraint {key!r}: write min_<metric>=v, max_<metric>=v or within_<metric>=v")
             extra[self.aliases.get(metric, metric)] = (bound, float(value))
         return dataclasses.replace(self, constraints={**dict(self.constraints), **extra},
                                    description="" if extra else self.description)
@@ -83,20 +86,36 @@ class Selection:
     def describe(self, directions: Mapping[str, str | None]) -> str:
         if self.description:
             return self.description
-        cons = [f"{m} {'>=' if b == 'min' else '<='} {v:g}" for m, (b, v) in self.constraints.items()]
+        text = {"min": ">=", "max": "<=", "within": "within"}
+        cons = [f"{m} {text[b]} {v:g}" + (" of the best" if b == "within" else "") for m, (b, v) in self.constraints.items()]
         best = f"{'highest' if directions.get(self.best) == 'max' else 'lowest'} calibration {self.best}"
         return f"the global-front point with the {best}" + (f" among those with {', '.join(cons)}" if cons else "") + (
             f"; ties to the lowest {self.tie_break}" if self.tie_break else "")
+
+    def _bounds(self, rows: Sequence[Mapping[str, Any]], directions: Mapping[str, str | None]) -> dict[str, tuple[str, float]]:
+        """The constraints as plain lower ("min") or upper ("max") bounds; "within" resolved on `rows`."""
+        out = {}
+        for metric, (bound, value) in self.constraints.items():
+            if bound != "within":
+                out[metric] = (bound, value)
+                continue
+            values = [r[metric] for r in rows if r.get(metric) is not None and r[metric] == r[metric]]
+            if not values:
+                continue
+            up = directions.get(metric) == "max"
+            out[metric] = ("min", max(values) - value) if up else ("max", min(values) + value)
+        return out
 
     def choose(self, rows: Sequence[Mapping[str, Any]], directions: Mapping[str, str | None]) -> Mapping[str, Any]:
         """The chosen row among `rows` (calibration rows of front points). Raises ValueError,
         saying what the rows offer, when none meets the constraints."""
         if not rows:
             raise ValueError("no front point to choose from (no complete trial yet)")
+        bounds = self._bounds(rows, directions)
         ok = []
         for r in rows:
             good = True
-            for metric, (bound, value) in self.constraints.items():
+            for metric, (bound, value) in bounds.items():
                 v = r.get(metric)
                 if v is None or v != v or (v < value if bound == "min" else v > value):  # v != v: NaN fails
                     good = False

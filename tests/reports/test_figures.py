@@ -26,7 +26,13 @@ def test_front_figure_legend_names_policies_references_marks_and_guide(case: Cas
 
     fig = rf.render_front(front_plot_info(tables, *case.decl.report.fronts[0]))
     labels = _labels(fig)
-    assert f"global front ({len(case.front)}), chosen on calibration" in labels
+    info = front_plot_info(tables, *case.decl.report.fronts[0])
+    if len(info.policies) <= 1:
+        assert f"global front ({len(case.front)}), chosen on calibration" in labels
+    else:  # the front's points keep their policy's marker: which mode or loss made each is visible
+        front = [lb for lb in labels if lb.startswith("global front: ")]
+        assert {lb.split(": ")[1].split(" (")[0] for lb in front} == {g.name for g in info.front_groups}
+        assert sum(int(lb.split("(")[1].split(")")[0]) for lb in front) == len(case.front)
     assert all(f"{r} (reference)" in labels for r in case.references)
     if case is ONE_LEVEL:
         assert {"budget (6)", "risk (5)", "search (6)", "target (3)", "best_ratio (1)", "default operating point",

@@ -87,7 +87,8 @@ def test_hover_text_carries_trial_policy_params_and_key_config(case: Case, built
     text, info = _page(built)
     svg = _svgs(text)[0]
     pid = case.pid("t2", 0, min(1, case.points - 1))
-    (front,) = [pts for label, pts in _series(svg).items() if label.startswith("global front")]
+    # the front's points come in one series per policy (each keeps its policy's marker)
+    front = [p for label, pts in _series(svg).items() if label.startswith("global front") for p in pts]
     titles = [p.find(f"{NS}title").text for p in front]
     (title,) = [t for t in titles if f"point {pid}\n" in t]
     assert title.startswith(f"trial #2\npolicy {case.policies[0]}\n")

@@ -51,12 +51,17 @@ def test_no_point_meets_the_rule_says_what_the_front_offers():
         choose_point(ROWS, GRAN, max_latency_ms=3.0)
 
 
-def test_branchynet_default_is_the_fastest_point_within_one_point_of_its_final_exit():
+def test_branchynet_default_is_the_fastest_point_within_one_point_of_the_most_accurate():
+    """Not the fastest point of a weak network: the fastest at (nearly) the front's best accuracy."""
     decl = branchy_declaration("latency")
     rows = [
-        *pair("t/fast_bad", {"accuracy": 0.70, "accuracy_drop": 0.10, "latency_ms": 1.0, "expected_flops": 1.0}, {}),
-        *pair("t/ok", {"accuracy": 0.79, "accuracy_drop": 0.008, "latency_ms": 2.0, "expected_flops": 2.0}, {}),
+        # a weak trial's point: within 1 point of its OWN final exit, but 10 points below the best
+        *pair("t/fast_weak", {"accuracy": 0.70, "accuracy_drop": 0.0, "latency_ms": 1.0, "expected_flops": 1.0}, {}),
+        *pair("t/ok", {"accuracy": 0.792, "accuracy_drop": 0.008, "latency_ms": 2.0, "expected_flops": 2.0}, {}),
         *pair("t/slow", {"accuracy": 0.80, "accuracy_drop": 0.0, "latency_ms": 4.0, "expected_flops": 4.0}, {}),
     ]
     assert choose_point(rows, decl)["point_id"] == "t/ok"
-    assert choose_point(rows, decl, max_latency_ms=1.5, max_accuracy_drop=1.0)["point_id"] == "t/fast_bad"
+    assert choose_point(rows, decl, within_accuracy=0.2)["point_id"] == "t/fast_weak"
+    assert choose_point(rows, decl, within_accuracy=0.0)["point_id"] == "t/slow"
+    assert choose_point(rows, decl, max_latency_ms=1.5, within_accuracy=1.0)["point_id"] == "t/fast_weak"
+    assert "within 1 point of the front's best" in decl.selection.describe({})

@@ -142,7 +142,8 @@ def test_branchynet_smoke_end_to_end(tmp_path):
     html = (run / "report.html").read_text()
     assert html.count("<svg") >= 3 and "best_ratio" in html
     clf = _check_loader(run)
-    assert clf.point["calibration"]["accuracy_drop"] <= 0.01
+    best = max(r["accuracy"] for r in rows if r["on_front"] and r["split"] == "calibration")
+    assert clf.point["calibration"]["accuracy"] >= best - 0.01 - 1e-12  # the default rule, on calibration
 
 
 def test_better_mistakes_smoke_end_to_end(tmp_path):
