@@ -13,30 +13,30 @@ import pytest
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-def bench(name, *args, timeout=600):
-    p = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout)
+def bench(cmd, timeout=600):
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
 
 
 def test_calibration_benchmark():
-    lines = bench("calibration", "--samples", "2000", "--settings", "2000", "--dense-settings", "200")
+    lines = bench([sys.executable, "-m", "benchmarks.calibration", "--samples", "2000", "--settings", "2000",
+                   "--dense-settings", "200"])
     first = lines[0]
     assert first["identical_scores"] is True and first["ratio"] > 0
     assert {ln["budget"] for ln in lines[1:]} == {"smoke", "full"}
 
 
 def test_throughput_benchmark():
-    lines = bench("throughput", "--steps", "2", "--warmup", "1", "--width", "4", "--batch", "32", "--workers", "0",
-                  "--images", "256")
+    lines = bench([sys.executable, "-m", "benchmarks.throughput", "--steps", "2", "--warmup", "1", "--width", "4",
+                   "--batch", "32", "--workers", "0", "--images", "256"])
     assert {ln.get("loop") for ln in lines[:3]} == {"platform", "bare", "dataloader"}
     assert lines[-1]["platform_over_bare"] > 0 and lines[-1]["platform_over_dataloader"] > 0
 
 
 def test_exits_vs_plain_benchmark():
-    lines = bench("exits_vs_plain", "--data", "synthetic", "--size", "tiny", "--epochs", "1", "--width", "4",
-                  "--batch", "64", "--threads", "1")
+    lines = bench([sys.executable, "-m", "benchmarks.exits_vs_plain", "--data", "synthetic", "--size", "tiny", "--epochs",
+                   "1", "--width", "4", "--batch", "64", "--threads", "1"])
     assert {ln.get("net") for ln in lines[:-1]} == {"gran_hbn", "plain"}
     assert "mean_gap_points_plain_minus_gran_hbn" in lines[-1]
 
@@ -46,13 +46,13 @@ def test_dynamic_latency_benchmark(tmp_path):
     from search.spec import RunSpec
 
     run = run_local(RunSpec(space="tiny_branchy", data="synthetic", name="dl", storage=str(tmp_path), trials=1))
-    lines = bench("dynamic_latency", str(run), "--images", "20", "--batch", "32", "--repeats", "1")
+    lines = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--images", "20", "--batch", "32", "--repeats", "1"])
     assert lines[0]["plain_ms_batch1"] > 0 and lines[0]["dynamic_ms_batch1"] > 0
     assert lines[1]["measured_speedup_batch1"] > 0 and lines[1]["predicted_speedup_latency"] > 0
 
 
 @pytest.mark.slow
 def test_trial_overhead_benchmark():
-    lines = bench("trial_overhead", "--trials", "1", timeout=900)
+    lines = bench([sys.executable, "-m", "benchmarks.trial_overhead", "--trials", "1"], timeout=900)
     assert [ln.get("reuse_actors") for ln in lines[:2]] == [True, False]
     assert "wall_ratio_off_over_on" in lines[-1]
