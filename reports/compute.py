@@ -201,8 +201,10 @@ def _trial_config(rows: pd.DataFrame) -> dict[str, Any]:
 
 def trial_counts(trials: Sequence[TrialInfo]) -> TrialCounts:
     statuses = [t.status for t in trials]
-    complete, partial, failed = (statuses.count(s) for s in ("complete", "partial", "failed"))
-    return TrialCounts(complete, partial, failed, len(statuses) - complete - partial - failed)
+    named = ("complete", "partial", "failed", "interrupted", "running")
+    complete, partial, failed, interrupted, running = (statuses.count(s) for s in named)
+    other = len(statuses) - sum(statuses.count(s) for s in named)
+    return TrialCounts(complete, partial, failed, other, interrupted, running)
 
 
 def trials_info(tables: RunTables) -> TrialsInfo:

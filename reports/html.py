@@ -125,7 +125,8 @@ def _front_svg(fp: FrontPlotInfo, info: ReportInfo) -> str:
 
 def _header(info: ReportInfo) -> str:
     h, c = info.header, info.header.counts
-    counts = f"{c.total} total: {c.complete} complete, {c.partial} partial, {c.failed} failed" + (f", {c.other} other" if c.other else "")
+    counts = (f"{c.total} total: {c.complete} complete, {c.partial} partial, {c.failed} failed"
+              + "".join(f", {n} {name}" for n, name in ((c.interrupted, "interrupted"), (c.running, "running"), (c.other, "other")) if n))
     items = [("run", h.run), ("space", h.space), ("dataset", h.dataset), ("trials", counts)]
     if h.best is not None:
         best = (f"{fmt_num(h.best.value, 6)} (trial #{h.best.trial_number})" if h.best.trial_number is not None else MISSING)

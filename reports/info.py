@@ -81,10 +81,12 @@ class TrialCounts(NamedTuple):
     partial: int
     failed: int
     other: int  # any other status
+    interrupted: int = 0  # the run was stopped while they ran: they restart on --resume
+    running: int = 0
 
     @property
     def total(self) -> int:
-        return self.complete + self.partial + self.failed + self.other
+        return self.complete + self.partial + self.failed + self.other + self.interrupted + self.running
 
 
 class TrialsInfo(NamedTuple):

@@ -51,7 +51,8 @@ def summary_renderable(info: ReportInfo, report_path: Path | None = None) -> Gro
     overview.add_column(overflow="fold")
     overview.add_row("space / dataset", escape(f"{h.space} / {h.dataset}"))
     overview.add_row("trials", f"[green]{c.complete} complete[/]  [yellow]{c.partial} partial[/]  [red]{c.failed} failed[/]"
-                     + (f"  {c.other} other" if c.other else "") + f"  ({c.total} total)")
+                     + "".join(f"  {n} {name}" for n, name in ((c.interrupted, "interrupted"), (c.running, "running"), (c.other, "other")) if n)
+                     + f"  ({c.total} total)")
     if h.best is not None:
         best = f"{fmt_num(h.best.value, 6)} (trial #{h.best.trial_number})" if h.best.trial_number is not None else "—"
         overview.add_row(escape(f"best {h.best.name}"), best)

@@ -13,7 +13,7 @@ survive a crash of the driver; each write is atomic.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from reports.schema import curves_table, results_table, write_table
+from trainables.atomic import write_json
 from trainables.contract import Declaration
 from trainables.pareto import non_dominated_mask
 
-__all__ = ["collect", "mark_global_front", "write_tables"]
+__all__ = ["collect", "mark_global_front", "settle_unfinished", "write_tables"]
 
 
 def _load_json(path: Path) -> Any:
@@ -43,16 +44,36 @@ def _time(text: Any) -> datetime | None:
 
 
 def _trial_state(status: Mapping[str, Any], info: Mapping[str, Any], has_points: bool) -> tuple[str | None, str | None]:
-    """(state, error): failed (with a reason), complete, partial; None for a trial not started."""
+    """(state, error): failed (with a reason), complete, partial (a scheduler stopped it),
+    interrupted (the run was stopped while it ran: it restarts on --resume), running; None for a
+    trial not started."""
     state = status.get("status")
     error = status.get("error") or info.get("error")
     if error or state == "failed":
         return "failed", error or "trial failed without a reason (see the Ray logs)"
     if state == "complete" and has_points:
         return "complete", None
-    if state is None and not info.get("finished", True):
-        return None, None
-    return "partial", None  # stopped early by a scheduler, or still running
+    if state in ("running", "interrupted"):
+        return state, None
+    if state is None:
+        return None, None  # suggested, never started (or not yet)
+    return "partial", None  # "stopped": a scheduler ended it early
+
+
+def settle_unfinished(run_dir: str | Path, new_state: Callable[[str], str]) -> dict[str, str]:
+    """Give every trial still marked running or interrupted on disk the state `new_state(trial_id)`
+    ("interrupted", or "stopped" for a trial a scheduler ended); returns {trial id: new state}.
+    Called by the driver, which alone knows why a trial is no longer running."""
+    changed: dict[str, str] = {}
+    for path in sorted(Path(run_dir).glob("trials/*/status.json")):
+        status = _load_json(path)
+        if not isinstance(status, dict) or status.get("status") not in ("running", "interrupted"):
+            continue
+        state = new_state(path.parent.name)
+        if state != status["status"]:
+            write_json(path, {**status, "status": state})
+            changed[path.parent.name] = state
+    return changed
 
 
 def collect(

@@ -1,18 +1,24 @@
 """`python -m search.run --space NAME`: train every candidate, calibrate its exits, report fronts.
 
 Exit codes: 0 done (even when some trials failed: they are in the results with their reasons);
-2 bad input (unknown space or dataset, bad value, missing data); 1 the search itself broke;
-130 interrupted (results and report written so far are kept).
+2 bad input (unknown space or dataset, bad value, missing or corrupt data, resources no node
+has, a cluster that does not answer; nothing is written); 1 the search itself broke;
+130 / 143 interrupted by SIGINT (Ctrl-C) / SIGTERM (finished trials, results and report are
+kept; interrupted trials restart from their checkpoints with --resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from search.checks import BadInput, check_address, check_device, check_resume, check_storage
+from search.signals import Interrupted, StopRequest, exit_code
 from search.spec import RunSpec, default_run_name
 
 
@@ -67,13 +73,53 @@ def _space_options() -> dict[str, tuple[tuple[str, ...], str]]:
 
 
 def _fail(console: Console, msg: str, code: int = 2) -> int:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)  # unbroken: paths stay whole
     return code
 
 
+def _plugin_problem() -> str | None:
+    from spaces import plugin_errors
+
+    errs = plugin_errors()
+    if not errs:
+        return None
+    return ("EXITSEARCH_SPACES names space modules that cannot be imported: " + "; ".join(errs)
+            + ". Fix the variable (comma-separated importable module names, on PYTHONPATH) or unset it")
+
+
 def main(argv: list[str] | None = None) -> int:
+    stop = StopRequest().install()  # Ctrl-C / SIGTERM from here on end the run cleanly
     console = Console(stderr=True)
+    try:
+        return _main(argv, console, stop)
+    except Interrupted as exc:
+        console.print(f"[yellow]interrupted[/] ({signal.Signals(exc.signum).name}) before the search started; "
+                      "nothing was written")
+        _leave_ray(exit_code(exc.signum))
+        return exit_code(exc.signum)
+
+
+def _leave_ray(code: int) -> None:
+    """After an interrupt that may have hit `ray.init` halfway, Ray's threads can crash the
+    interpreter's teardown: shut Ray down, and leave at once with the intended code."""
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    try:  # is_initialized() is False while ray.init is halfway: its threads may still run
+        ray.shutdown()
+    except BaseException:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     args = _parser().parse_args(argv)
+    problem = _plugin_problem()
+    if problem:
+        return _fail(console, problem)
     from spaces import get_space
     from trainables.data import DatasetUnavailable, list_datasets
 
@@ -91,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         options = space.resolve_options({k: getattr(args, k) for k in _space_options()})
     except ValueError as exc:
         return _fail(console, str(exc))
+    import torch
+
     gpus = args.gpus_per_trial
     if gpus is None:
-        import torch
-
         gpus = 0.25 if torch.cuda.is_available() else 0.0
     try:
         spec = RunSpec(
@@ -119,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             reuse_actors=not args.no_reuse_actors,
             options=options,
         )
-    except ValueError as exc:
+        if spec.gpus_per_trial > 1:
+            raise BadInput("multi-GPU trials (--gpus-per-trial > 1) are not supported yet; use <= 1")
+        check_device(spec.device, torch.cuda.is_available())
+        check_storage(spec.storage)
+        check_resume(spec.run_dir, spec.resume, Path(spec.storage))
+        check_address(spec.address)
+    except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))
-    if spec.run_dir.exists() and (spec.run_dir / "spec.json").exists() and not spec.resume:
-        return _fail(console, f"run directory {spec.run_dir} exists: pick another --name, or add --resume")
-    if spec.gpus_per_trial > 1:
-        return _fail(console, "multi-GPU trials (--gpus-per-trial > 1) are not supported yet; use <= 1")
 
     console.print(f"[bold]run[/] {spec.name}: space {spec.space}, data {spec.data}, budget {spec.budget}, "
                   f"{spec.trials} trials -> {spec.run_dir}")
@@ -133,15 +181,19 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
-        run_search(spec, console)
-    except (DatasetUnavailable, UnsuitableData) as exc:
+        run_search(spec, console, stop)
+    except (DatasetUnavailable, UnsuitableData, BadInput) as exc:
         return _fail(console, str(exc))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: results written so far are kept; resume with --resume --name " + spec.name)
-        code = 130
+    except Interrupted as exc:
+        if not spec.run_dir.exists():
+            raise
+        stop.signum = stop.signum or exc.signum
     except Exception as exc:  # the search itself broke (not a trial: those are recorded)
         console.print_exception(max_frames=5)
         code = _fail(console, f"search failed: {type(exc).__name__}: {exc}", 1)
+    stop.phase = "finish"
+    if stop.requested:
+        code = exit_code(stop.signum)
     if spec.report and (spec.run_dir / "results.parquet").exists():
         from reports.build import build_report
         from reports.summary import print_summary
@@ -153,7 +205,23 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             console.print_exception(max_frames=5)
             code = code or _fail(console, f"report failed: {type(exc).__name__}: {exc}", 1)
+    if stop.requested:
+        console.print(f"[yellow]interrupted[/] ({signal.Signals(stop.signum).name}): finished trials and results are "
+                      f"kept, interrupted trials restart from their last checkpoint; resume with\n"
+                      f"  {_resume_command(argv, spec)}", soft_wrap=True)
     return code
+
+
+def _resume_command(argv: list[str] | None, spec: RunSpec) -> str:
+    """The command that continues this run: the same arguments, with --name and --resume."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--name" not in args and not any(a.startswith("--name=") for a in args):
+        args += ["--name", spec.name]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "python -m search.run " + shlex.join(args)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search.collect import collect, write_tables
+from search.checks import BadInput, check_fits, check_results_readable
+from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
+from search.signals import RunEvents, StopRequest, activate
 from search.spec import RunSpec
+from search.study import StudyUnreadable, check_readable, trial_numbers
 from spaces import Space, get_space
 from trainables.atomic import write_json
 from trainables.contract import Declaration
@@ -67,6 +70,8 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
         if exc.code not in (0, None):
             record_failure(Path(ctx.trial_dir), config, exc)
         raise
+    except KeyboardInterrupt:
+        raise  # a Ctrl-C reached the worker too: the driver marks the trial interrupted
     except BaseException as exc:
         record_failure(Path(ctx.trial_dir), config, exc)
         raise
@@ -74,9 +79,9 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
 
 def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
+
+    from search.study import open_storage
 
     class FidelityOptunaSearch(OptunaSearch):
         """OptunaSearch that records each trial's Tune id and fidelity as Optuna user
@@ -100,11 +105,8 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
                 return
             super().on_trial_complete(trial_id, result=result, error=error)
 
-        def trial_numbers(self) -> dict[str, int]:
-            return {tid: t.number for tid, t in self._ot_trials.items()}
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(spec.run_dir / "study.journal")))
+    storage = open_storage(spec.run_dir)
     metrics = list(decl.objectives)
     modes = [decl.objectives[m] for m in metrics]
     sampler = optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
@@ -134,18 +136,63 @@ def _concurrency(spec: RunSpec) -> int:
     return max(1, by_cpu)
 
 
-def run_search(spec: RunSpec, console=None) -> Path:
-    """Run (or resume) the search a spec describes; returns the run directory."""
+def _init_ray(spec: RunSpec) -> None:
     import ray
+
+    if ray.is_initialized():
+        return
+    init_kw: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "ERROR",
+                               "log_to_driver": False}
+    if spec.address:
+        root = Path(__file__).resolve().parents[1]
+        init_kw["address"] = spec.address
+        init_kw["runtime_env"] = {"py_modules": [str(root / p) for p in _PACKAGES]}
+    try:
+        ray.init(**init_kw)
+    except ConnectionError as exc:
+        raise BadInput(f"cannot join the Ray cluster at --address {spec.address}: {exc}; start one "
+                       "(`ray start --head`), check the address, or drop --address to run on this machine") from exc
+
+
+def _check_resources(spec: RunSpec) -> None:
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    where = f"the cluster at {spec.address}" if spec.address else "this machine"
+    check_fits(spec.cpus_per_trial, spec.gpus_per_trial, nodes, where)
+
+
+def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> Path:
+    """Run (or resume) the search a spec describes; returns the run directory.
+
+    Every input is checked before the run directory is made (BadInput, DatasetUnavailable,
+    UnsuitableData). A stop asked for by a signal (see search/signals.py) ends the search through
+    Tune's graceful stop: the trials it cut short are marked `interrupted` and restart from their
+    last checkpoint on --resume; the caller reads `stop.requested`."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from search.live import LiveDisplay, ResultsWriter
 
+    stop = activate(stop or StopRequest())
     space = get_space(spec.space)
     budget = space.budget(spec.budget)
     run_dir = spec.run_dir
     references = reference_costs(space, spec)  # also fails fast on a missing dataset
+    stop.check()
+    if spec.resume:
+        check_results_readable(run_dir)
+        try:
+            check_readable(run_dir)
+        except StudyUnreadable as exc:
+            raise BadInput(f"{exc}: the run cannot be resumed; start a new run with another --name "
+                           "(the finished trials stay in their directories)") from exc
+    _init_ray(spec)
+    if stop.installed:
+        stop.install()  # ray.init put its own SIGTERM handler in place
+    stop.check()
+    _check_resources(spec)
+
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])
     spec_path = run_dir / "spec.json"
@@ -155,27 +202,23 @@ def run_search(spec: RunSpec, console=None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, doc)
 
-    if not ray.is_initialized():
-        init_kw: dict[str, Any] = {"include_dashboard": False, "configure_logging": True, "logging_level": "ERROR",
-                                   "log_to_driver": False}
-        if spec.address:
-            root = Path(__file__).resolve().parents[1]
-            init_kw["address"] = spec.address
-            init_kw["runtime_env"] = {"py_modules": [str(root / p) for p in _PACKAGES]}
-        ray.init(**init_kw)
-
-    concurrency = _concurrency(spec)
-    searcher = _searcher(space, spec, decl)
-    first = next(iter(decl.objectives))
-    display = LiveDisplay(spec.trials, concurrency, objective=(first, decl.objectives[first]))
-
     def write_results() -> int:
-        info = {tid: {"number": n} for tid, n in searcher.trial_numbers().items()}
+        info = {tid: {"number": n} for tid, n in trial_numbers(run_dir).items()}
         results, curves = collect(run_dir, doc, decl, info)
         write_tables(run_dir, results, curves)
         return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
                        if on and split == "test"))
 
+    if spec.resume:
+        # trials that ran when the driver last stopped (however it stopped) are interrupted, and
+        # whatever finished on disk is in the tables before anything else happens
+        settle_unfinished(run_dir, lambda tid: "interrupted")
+        write_results()
+
+    concurrency = _concurrency(spec)
+    searcher = _searcher(space, spec, decl)
+    first = next(iter(decl.objectives))
+    display = LiveDisplay(spec.trials, concurrency, objective=(first, decl.objectives[first]))
     writer = ResultsWriter(write_results, display)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
@@ -188,6 +231,8 @@ def run_search(spec: RunSpec, console=None) -> Path:
                                   max_t=budget.epochs, grace_period=1, reduction_factor=2)
     tune_storage = str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(str(run_dir)):
+        # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
+        # hold no state that matters (trial numbers come from the study journal)
         tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -205,21 +250,28 @@ def run_search(spec: RunSpec, console=None) -> Path:
                 storage_path=tune_storage,
                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[display, writer],
+                callbacks=[display, writer, RunEvents()],
                 verbose=0,
             ),
         )
     # our live display replaces Tune's console output (verbose=0 alone still prints a header box)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    grid = tuner.fit()
+    stop.check()
+    stop.phase = "tune"
+    try:
+        grid = tuner.fit()
+    finally:
+        stop.phase = "finish"
 
     # Tune's view of each trial: errors the trial could not write down itself (killed worker)
-    info: dict[str, dict[str, Any]] = {tid: {"number": n} for tid, n in searcher.trial_numbers().items()}
+    info: dict[str, dict[str, Any]] = {tid: {"number": n} for tid, n in trial_numbers(run_dir).items()}
     for r in grid:
         tid = r.metrics.get("trial_id") if r.metrics else None
         tid = tid or Path(r.path).name
         if r.error is not None:
             info.setdefault(tid, {})["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1] if str(r.error).strip() else ''}"
+    # a trial still marked running was stopped by a scheduler (Tune ended it) or cut short by the stop
+    settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
     results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
     return run_dir

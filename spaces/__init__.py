@@ -13,7 +13,7 @@ from collections.abc import Callable
 from spaces._base import Budget, Option, Space
 from trainables.registry import Registry
 
-__all__ = ["Budget", "Option", "Space", "get_space", "list_spaces", "register_space"]
+__all__ = ["Budget", "Option", "Space", "get_space", "list_spaces", "plugin_errors", "register_space"]
 
 _SPACES: Registry[Callable[[], Space]] = Registry("space")
 register_space = _SPACES.register
@@ -32,6 +32,16 @@ from spaces import branchynet as _branchynet  # noqa: E402,F401
 from spaces import gran_hbn as _gran_hbn  # noqa: E402,F401
 
 
+_PLUGIN_ERRORS: list[str] = []
+
+
+def plugin_errors() -> list[str]:
+    """What went wrong importing the EXITSEARCH_SPACES modules ("module: error"), if anything.
+    Importing this package never fails on a bad plugin (`--help` must work); the CLI refuses to
+    run while this list is not empty."""
+    return list(_PLUGIN_ERRORS)
+
+
 def _load_plugins() -> None:
     """Spaces defined outside this package: EXITSEARCH_SPACES="pkg.mod1,pkg.mod2" imports them
     (in the driver and, through the inherited environment, in every Ray worker)."""
@@ -39,7 +49,10 @@ def _load_plugins() -> None:
     import os
 
     for mod in filter(None, (m.strip() for m in os.environ.get("EXITSEARCH_SPACES", "").split(","))):
-        importlib.import_module(mod)
+        try:
+            importlib.import_module(mod)
+        except Exception as exc:  # any error in someone else's module: reported, not raised here
+            _PLUGIN_ERRORS.append(f"{mod!r} ({type(exc).__name__}: {exc})")
 
 
 _load_plugins()

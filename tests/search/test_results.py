@@ -52,7 +52,7 @@ def _write_trial(root, tid, status, pts, updated="2026-01-02T03:04:05+00:00"):
     d = root / "trials" / tid
     d.mkdir(parents=True)
     (d / "status.json").write_text(json.dumps({
-        "status": status, "epochs_done": 1, "epochs_planned": 2 if status == "running" else 1,
+        "status": status, "epochs_done": 1, "epochs_planned": 1 if status in ("complete", "failed") else 2,
         "config": {"lr": 0.1}, "seed": 1, "updated_at": updated}))
     if pts is not None:
         (d / "points.json").write_text(json.dumps({"points": pts, "trial": {"hypervolume": 0.1, "exit_flops": [1.0]}}))
@@ -64,15 +64,19 @@ def test_collect_marks_front_only_among_complete_calibration_points(tmp_path):
         _point("calibrated/1", "calibration", 0.6, 0.4, 0.6), _point("calibrated/1", "test", 0.9, 0.9, 0.1),
         # a reference policy that dominates everything on calibration: still never on the front
         _point("fixed:fine@0/0", "calibration", 0.99, 0.99, 0.01, True), _point("fixed:fine@0/0", "test", 0.99, 0.99, 0.01, True)])
-    _write_trial(tmp_path, "b", "running", None)  # stopped by a scheduler
+    _write_trial(tmp_path, "b", "stopped", None)  # stopped by a scheduler
     _write_trial(tmp_path, "c", "failed", None)
-    results, _ = collect(tmp_path, {"name": "r"}, GRAN, {})
+    _write_trial(tmp_path, "d", "running", None)
+    _write_trial(tmp_path, "e", "interrupted", None)  # the run stopped while it ran
+    # "f" was suggested (it has a study number) but never wrote anything: no row yet
+    results, _ = collect(tmp_path, {"name": "r"}, GRAN, {"f": {"number": 5}, "a": {"number": 0}})
     rows = results.to_pylist()
     on = {(r["point_id"], r["split"]) for r in rows if r["on_front"]}
     # a/1 is dominated on calibration, whatever its test score: it stays off the front
     assert on == {("a/calibrated/0", "calibration"), ("a/calibrated/0", "test")}
     status = {r["trial_id"]: r["status"] for r in rows}
-    assert status == {"a": "complete", "b": "partial", "c": "failed"}
+    assert status == {"a": "complete", "b": "partial", "c": "failed", "d": "running", "e": "interrupted"}
+    assert {r["trial_number"] for r in rows if r["trial_id"] == "a"} == {0}
     assert [r["fidelity"] for r in rows if r["trial_id"] == "b"] == [0.5]
     failed = [r for r in rows if r["trial_id"] == "c"][0]
     assert failed["error"] and failed["point_id"] is None

@@ -1,0 +1,116 @@
+"""Checks made before a run directory exists: each failure is a `BadInput` whose message says what
+is wrong and what to do (the CLI prints it and exits 2, having written nothing).
+
+Pure where it can be: resource checks take the numbers (cores, GPUs, nodes) as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BadInput", "check_address", "check_device", "check_fits", "check_resume", "check_storage"]
+
+
+class BadInput(ValueError):
+    """Input the run cannot go on with."""
+
+
+def check_storage(storage: str | Path) -> None:
+    """`--storage` must be a directory this process can create run directories in (it is made
+    when missing, with its parents: the nearest existing ancestor must then be writable)."""
+    path = Path(storage)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--storage {path} is a file, not a directory: pass a directory for the run directories")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    where = "it" if probe == path else f"its ancestor {probe}"
+    if not probe.is_dir():
+        raise BadInput(f"--storage {path} cannot be made: {where} is a file, not a directory; "
+                       "pass a directory you can write, e.g. --storage runs")
+    try:  # the only sure test (permissions, read-only mounts, /proc): make a directory there, and remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".storage-check-", dir=probe))
+    except OSError as exc:
+        raise BadInput(f"--storage {path} is not writable ({where}: {exc.strerror or exc}): "
+                       "pass a directory you can write, e.g. --storage runs") from exc
+
+
+def check_resume(run_dir: Path, resume: bool, storage: Path) -> None:
+    """A new run needs a fresh name; a resumed one must exist, with a readable spec."""
+    spec = run_dir / "spec.json"
+    if not resume:
+        if spec.exists():
+            raise BadInput(f"run directory {run_dir} exists: pick another --name, or add --resume to continue it")
+        return
+    if not spec.exists():
+        known = sorted(p.parent.name for p in storage.glob("*/spec.json")) if storage.is_dir() else []
+        hint = f"runs in {storage}: {', '.join(known)}" if known else f"there are no runs in {storage}"
+        raise BadInput(f"there is no run {run_dir.name!r} to resume ({spec} is missing); {hint}. "
+                       "Drop --resume to start it, or name an existing run with --name (and --storage)")
+    try:
+        json.loads(spec.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{spec} cannot be read ({exc}): the run cannot be resumed; start a new run with "
+                       "another --name (its finished trials stay in their directories)") from exc
+
+
+def check_results_readable(run_dir: Path) -> None:
+    """On resume, results.parquet must read (it is rebuilt from the trial directories: a corrupt
+    one is the user's to move away, not ours to overwrite)."""
+    path = run_dir / "results.parquet"
+    if not path.exists():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception as exc:
+        raise BadInput(f"{path} is corrupt ({type(exc).__name__}: {exc}); it is rebuilt from the trial "
+                       "directories: move it aside (or delete it) and resume again") from exc
+
+
+def check_device(device: str, cuda_available: bool) -> None:
+    if device == "cuda" and not cuda_available:
+        raise BadInput("--device cuda, but torch sees no CUDA GPU on this machine: use --device cpu (or auto), "
+                       "or run on a machine with a GPU")
+
+
+def check_fits(cpus_per_trial: float, gpus_per_trial: float, nodes: Iterable[Mapping[str, Any]], where: str) -> None:
+    """At least one node can hold one trial; `nodes` are the alive nodes' total resources
+    ({"CPU": n, "GPU": m}). Refused before the search starts (else the trial waits forever)."""
+    nodes = list(nodes)
+    if any(float(n.get("CPU", 0)) >= cpus_per_trial and float(n.get("GPU", 0)) >= gpus_per_trial for n in nodes):
+        return
+    most_cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
+    most_gpu = max((float(n.get("GPU", 0)) for n in nodes), default=0.0)
+    wants = f"--cpus-per-trial {cpus_per_trial:g}" + (f" --gpus-per-trial {gpus_per_trial:g}" if gpus_per_trial else "")
+    if gpus_per_trial > most_gpu:
+        has = "no GPU" if most_gpu == 0 else f"at most {most_gpu:g} GPU(s) on a node"
+        fix = "--gpus-per-trial 0 (train on the CPU)" if most_gpu == 0 else f"--gpus-per-trial <= {most_gpu:g}"
+    else:
+        has = f"at most {most_cpu:g} CPU core(s) on a node"
+        fix = f"--cpus-per-trial <= {most_cpu:g}"
+    raise BadInput(f"no trial can ever be placed: {wants} asked for, but {where} has {has}; use {fix}")
+
+
+def check_address(address: str | None, timeout: float = 10.0) -> None:
+    """`--address HOST:PORT` must answer (a TCP connect to the Ray head's GCS port), else Ray
+    would retry for minutes. `auto` and `ray://` addresses are left to Ray."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInput(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), 'auto', or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BadInput(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one there "
+                       f"(`ray start --head --port {port}`), check the address and firewall, or drop --address "
+                       "to run on this machine") from exc

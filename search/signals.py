@@ -1,0 +1,114 @@
+"""Clean stops on SIGINT (Ctrl-C) and SIGTERM, at any moment of a run, start-up included.
+
+`StopRequest.install()` puts one handler on both signals. The first signal is remembered
+(`signum`), then:
+
+* during start-up (argument checks, data loading, `ray.init`) it raises `Interrupted` at once,
+  and `check()` raises it again at the next step in case some library swallowed it;
+* while Ray Tune runs (`phase = "tune"`) it is only recorded: `RunEvents`, a Tune callback,
+  passes it on at Tune's next loop step as SIGUSR1, Tune's own graceful stop (it stops the
+  trials, saves the experiment state one last time, and `Tuner.fit` returns, so the run can be
+  resumed); the caller then sees `requested` and ends the run as interrupted;
+* while the run finishes (`phase = "finish"`: collecting results, building the report) it is
+  recorded, and the run ends as interrupted once that is written.
+
+A second signal raises `Interrupted` whatever is running (the user insists). Tune's own SIGINT
+handler is switched off (`TUNE_DISABLE_SIGINT_HANDLER`), and `ray.init` replaces the SIGTERM
+handler with its own: call `install()` again after it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+
+__all__ = ["Interrupted", "RunEvents", "StopRequest", "activate", "exit_code"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by a signal (SIGINT or SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(signum: int) -> int:
+    """The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(signum)
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+        self.phase = "start"  # start | tune | finish
+        self.forwarded = False  # passed on to Tune
+        self.ended: set[str] = set()  # trials Tune ended normally in this session
+        self.installed = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            for s in _SIGNALS:
+                signal.signal(s, self._handle)
+            self.installed = True
+        return activate(self)
+
+    def check(self) -> None:
+        """Raise `Interrupted` if a stop was asked for (and swallowed on its way)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+        if self.count > 1 or self.phase == "start":
+            raise Interrupted(self.signum)
+
+
+
+_CURRENT: list[StopRequest] = []
+
+
+def activate(stop: StopRequest) -> StopRequest:
+    """Make `stop` the one `RunEvents` (possibly a copy Tune unpickled on --resume) reports to."""
+    _CURRENT[:] = [stop]
+    return stop
+
+
+def _current() -> StopRequest | None:
+    return _CURRENT[0] if _CURRENT else None
+
+
+try:
+    from ray.tune import Callback as _Callback
+except ImportError:  # pragma: no cover - ray is a dependency; keeps this module importable alone
+    _Callback = object  # type: ignore[assignment,misc]
+
+
+class RunEvents(_Callback):  # type: ignore[misc,valid-type]
+    """A Tune callback holding no state of its own (Tune pickles callbacks with the run and
+    restores them on --resume): it turns the active StopRequest's recorded signal into Tune's
+    graceful stop (SIGUSR1, whose handler Tune installs once its loop runs), once, and records
+    which trials Tune ended normally (finished, or stopped by a scheduler)."""
+
+    def on_step_begin(self, iteration, trials, **info):
+        stop = _current()
+        if stop is not None and stop.requested and not stop.forwarded and callable(signal.getsignal(signal.SIGUSR1)):
+            stop.forwarded = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        stop = _current()
+        if stop is not None:
+            stop.ended.add(trial.trial_id)

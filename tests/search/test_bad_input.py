@@ -1,0 +1,196 @@
+"""The bad-input matrix: every case runs `python -m search.run` as a user does, in a subprocess,
+and checks the exit code, that the message names the problem (and no traceback is shown), and
+that nothing already written changed: the storage holds a finished run ("kept") whose every
+file is compared byte for byte, and no new run directory appears.
+
+Cases that need Ray (resources, cluster address) start it; each case takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.reports.fabricate import GRAN, make_run_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Case:
+    args: list[str]
+    message: str  # a fragment the message must contain (case-insensitive)
+    code: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    setup: Callable[[Path], list[str]] | None = None  # writes files under tmp, returns extra args
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _kept_run(storage: Path) -> Path:
+    """A finished gran_hbn run on synthetic data, as a resume would find it."""
+    run = make_run_dir(storage, GRAN)
+    kept = storage / "kept"
+    run.rename(kept)
+    spec = json.loads((kept / "spec.json").read_text())
+    spec.update(space="gran_hbn", data="synthetic", name="kept", data_size="tiny")
+    (kept / "spec.json").write_text(json.dumps(spec))
+    (kept / "study.journal").write_text("")
+    return kept
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- data fixtures: a CIFAR-10 root in one of its two official forms, spoilt one way ---------------
+def _npz(x: np.ndarray, y: np.ndarray) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        root = tmp / "data"
+        root.mkdir()
+        np.savez(root / "cifar10-train.npz", x=x, y=y)
+        return ["--data", "cifar10", "--data-root", str(root)]
+    return setup
+
+
+def _truncated_npz(tmp: Path) -> list[str]:
+    args = _npz(np.zeros((100, 32, 32, 3), np.uint8), np.arange(100) % 10)(tmp)
+    f = tmp / "data" / "cifar10-train.npz"
+    f.write_bytes(f.read_bytes()[:300])
+    return args
+
+
+def _truncated_pickle(tmp: Path) -> list[str]:
+    folder = tmp / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batch = {b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10)), b"filenames": [b"x"] * 10}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(batch)[:200])
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+    return ["--data", "cifar10", "--data-root", str(tmp / "data")]
+
+
+def _plugin_missing(tmp: Path) -> list[str]:
+    return []
+
+
+def _corrupt(name: str, data: bytes) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        (tmp / "runs" / "kept" / name).write_bytes(data)
+        return ["--name", "kept", "--resume", "--data-size", "tiny"]
+    return setup
+
+
+def _file_storage(tmp: Path) -> list[str]:
+    (tmp / "afile").write_text("not a directory")
+    return ["--storage", str(tmp / "afile")]
+
+
+def _address(tmp: Path) -> list[str]:
+    return ["--address", f"127.0.0.1:{_free_port()}"]
+
+
+SYN = ["--data", "synthetic", "--data-size", "tiny"]
+CASES: dict[str, Case] = {
+    "unknown space": Case(["--space", "nope"], "unknown space"),
+    "unknown dataset": Case(["--space", "gran_hbn", "--data", "nope"], "unknown dataset"),
+    "unknown budget": Case(["--space", "gran_hbn", *SYN, "--budget", "huge"], "its budgets: smoke, full"),
+    "option of another space": Case(["--space", "gran_hbn", *SYN, "--objective", "latency"], "has no option --objective"),
+    "bad option value": Case(["--space", "branchynet", *SYN, "--objective", "speed"], "not one of latency, flops, both"),
+    "zero trials": Case(["--space", "gran_hbn", *SYN, "--trials", "0"], "--trials must be >= 1"),
+    "negative cpus": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", "-1"], "--cpus-per-trial must be > 0"),
+    "bad run name": Case(["--space", "gran_hbn", *SYN, "--name", "a/b"], "run name"),
+    "unknown scheduler (argparse)": Case(["--space", "gran_hbn", *SYN, "--scheduler", "pbt"], "invalid choice"),
+    "resume without name": Case(["--space", "gran_hbn", *SYN, "--resume"], "--resume needs --name"),
+    "resume of a run that does not exist": Case(["--space", "gran_hbn", *SYN, "--name", "ghost", "--resume"],
+                                                "no run 'ghost' to resume"),
+    "new run with a taken name": Case(["--space", "gran_hbn", *SYN, "--name", "kept"], "exists: pick another --name"),
+    "multi-GPU trial": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "2"], "not supported yet"),
+    "storage is a file": Case(["--space", "gran_hbn", *SYN], "is a file, not a directory", setup=_file_storage),
+    "storage not writable": Case(["--space", "gran_hbn", *SYN, "--storage", "/proc/no/runs"], "is not writable"),
+    "plugin module missing": Case(["--space", "gran_hbn", *SYN], "EXITSEARCH_SPACES",
+                                  env={"EXITSEARCH_SPACES": "missing.module"}),
+    "cluster that does not answer": Case(["--space", "gran_hbn", *SYN], "no Ray cluster answers", setup=_address),
+    "missing dataset": Case(["--space", "gran_hbn", "--data", "cifar100", "--data-root", "/nonexistent/data"], "--download"),
+    "truncated npz": Case(["--space", "gran_hbn", "--data-size", "tiny"], "cifar10-train.npz", setup=_truncated_npz),
+    "labels out of range": Case(["--space", "gran_hbn", "--data-size", "tiny"], "labels",
+                                setup=_npz(np.zeros((100, 32, 32, 3), np.uint8), np.arange(100) % 11)),
+    "images of the wrong dtype": Case(["--space", "gran_hbn", "--data-size", "tiny"], "uint8",
+                                      setup=_npz(np.zeros((100, 32, 32, 3), np.float32), np.arange(100) % 10)),
+    "images of the wrong shape": Case(["--space", "gran_hbn", "--data-size", "tiny"], "32",
+                                      setup=_npz(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10)),
+    "truncated pickles": Case(["--space", "gran_hbn", "--data-size", "tiny"], "data_batch_1", setup=_truncated_pickle),
+    "corrupt results.parquet on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "results.parquet is corrupt",
+                                              setup=_corrupt("results.parquet", b"PAR1 torn")),
+    "corrupt study.journal on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "study.journal",
+                                            setup=_corrupt("study.journal", b'{"op_code": 0, "worker_id": "x", "study_na\n{{{\n')),
+    "corrupt spec.json on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "spec.json cannot be read",
+                                        setup=_corrupt("spec.json", b"{not json")),
+}
+_NEEDS_NO_GPU = {"device cuda without a GPU": Case(["--space", "gran_hbn", *SYN, "--device", "cuda"], "no CUDA GPU"),
+                 "GPU fraction without a GPU": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "0.3"],
+                                                    "no trial can ever be placed"),
+                 }
+_CPUS = os.cpu_count() or 1
+CASES |= {
+    "more cores per trial than any node has": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", str(_CPUS + 1)],
+                                                   "no trial can ever be placed"),
+}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if not _cuda():
+    CASES |= _NEEDS_NO_GPU
+
+
+def test_the_matrix_has_at_least_twenty_cases():
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, tmp_path):
+    case = CASES[name]
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    _kept_run(storage)
+    extra = case.setup(tmp_path) if case.setup else []
+    args = [*case.args, *extra]
+    if "--storage" not in args:
+        args += ["--storage", str(storage)]
+    before = _snapshot(tmp_path)
+    env = {**os.environ, **case.env}
+    p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=90, env=env)
+    out = p.stdout + p.stderr
+    assert p.returncode == case.code, out
+    assert case.message.lower() in " ".join(out.split()).lower(), out
+    assert "Traceback" not in out, out
+    assert _snapshot(tmp_path) == before  # nothing written, nothing changed
+    assert sorted(q.name for q in storage.iterdir()) == ["kept"]  # no run directory made
+
+
+def test_help_works_even_with_a_broken_plugin():
+    p = subprocess.run([sys.executable, "-m", "search.run", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "EXITSEARCH_SPACES": "missing.module"})
+    assert p.returncode == 0 and "--space" in p.stdout, p.stderr
