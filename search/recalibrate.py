@@ -52,6 +52,23 @@ def _read_spec(run_dir: Path) -> dict[str, Any]:
     return spec
 
 
+def _trial_numbers(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> {"number": its Optuna trial number} from the results table, kept when it is rewritten."""
+    path = run_dir / "results.parquet"
+    if not path.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    try:
+        old = pq.read_table(path, columns=["trial_id", "trial_number"]).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        why = " ".join(str(exc).split())
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {why}): recalibration keeps the trials' "
+                         "numbers from it. Move it aside and run again to rebuild it from the trial folders (trials "
+                         "are then numbered in trial-id order), or restore it from a copy. Nothing was changed.") from exc
+    return {r["trial_id"]: {"number": r["trial_number"]} for r in old}
+
+
 def _read_trial(tdir: Path) -> tuple[dict[str, Any], list[Any], Any]:
     """(status, [calibration cache, test cache], data info) of a complete trial; ValueError naming
     the trial and the file when one is missing or cannot be read."""
@@ -123,6 +140,7 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
             f"\nRecalibration reuses each complete trial's {', '.join(_NEEDED)} and cannot rebuild them without "
             f"retraining: move the trial folder(s) named above out of {run_dir / 'trials'} to recalibrate the other "
             "trials without them (they then leave the results tables), or start a new run. Nothing was changed."))
+    numbers = _trial_numbers(run_dir)
     # every trial is recalibrated in memory first: an error on any leaves the run directory untouched
     outcomes = []
     for tdir, status, (calib_cache, test_cache), data in pending:
@@ -136,13 +154,6 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
         write_outcome(tdir, family, outcome, {"finish_seconds": seconds, "recalibrated_with": family.calibration})
         status["trial"] = outcome.trial
         write_json(tdir / "status.json", status)
-    numbers = {}
-    results_path = run_dir / "results.parquet"
-    if results_path.exists():
-        import pyarrow.parquet as pq
-
-        old = pq.read_table(results_path, columns=["trial_id", "trial_number"]).to_pylist()
-        numbers = {r["trial_id"]: {"number": r["trial_number"]} for r in old}
     write_tables(run_dir, *collect(run_dir, spec, decl, numbers))
     return len(pending)
 

@@ -165,6 +165,37 @@ def test_cli_missing_results_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def _files(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file"])
+def test_cli_run_dir_missing_or_a_file_exits_2(tmp_path: Path, where: str) -> None:
+    target = tmp_path / "nowhere"
+    if where == "a-file":
+        target.write_text("{}")
+    proc = _run("-m", "reports.build", str(target))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    what = "does not exist" if where == "missing" else "is not a directory"
+    assert proc.stderr == (f"reports.build: error: no results.parquet: {target} {what}; pass the run directory a "
+                           "search wrote (STORAGE/NAME, e.g. runs/my-run)\n")
+
+
+@pytest.mark.parametrize("damage", [lambda raw: raw[: len(raw) // 2], lambda raw: b"", lambda raw: b"not parquet"],
+                         ids=["truncated", "empty", "text"])
+def test_cli_corrupt_results_exits_2_and_changes_nothing(tmp_path: Path, damage: Any) -> None:
+    run_dir = make_run_dir(tmp_path, GRAN)
+    results = run_dir / "results.parquet"
+    results.write_bytes(damage(results.read_bytes()))
+    before = _files(run_dir)
+    proc = _run("-m", "reports.build", str(run_dir))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"reports.build: error: cannot read {results} (") and proc.stderr.count("\n") == 1
+    assert "the file is truncated or not Parquet. Restore it from a copy" in proc.stderr
+    assert f"python -m search.recalibrate {run_dir}" in proc.stderr
+    assert _files(run_dir) == before and not (run_dir / "report.html").exists()
+
+
 def test_cli_builds_and_never_imports_pyplot(tmp_path: Path) -> None:
     run_dir = make_run_dir(tmp_path, SINGLE)
     code = ("import sys; from reports.build import main; rc = main([sys.argv[1]]); "

@@ -108,3 +108,13 @@ def test_corrupt_status_of_a_complete_trial(run_copy: Path) -> None:
     trial = _trials(run_copy)[1]
     (trial / "status.json").write_text(json.dumps([1, 2]))
     _refused(run_copy, f"error: trial {trial.name}: {trial / 'status.json'} cannot be read")
+
+
+def test_corrupt_results_table_is_refused_before_any_trial_is_rewritten(run_copy: Path) -> None:
+    results = run_copy / "results.parquet"
+    results.write_bytes(results.read_bytes()[:300])
+    _refused(run_copy, f"error: {results} cannot be read (", "Move it aside and run again", "Nothing was changed")
+    results.rename(run_copy.parent / "aside.parquet")  # as the message says: the table is rebuilt from the trials
+    p = _recalibrate(run_copy)
+    assert p.returncode == 0 and "recalibrated 2 trials" in p.stdout, p.stderr
+    assert results.is_file() and (run_copy / "report.html").is_file()
