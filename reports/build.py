@@ -9,6 +9,12 @@ reads `RUN_DIR/results.parquet` (required), `RUN_DIR/curves.parquet` and `RUN_DI
 `RUN_DIR/report.html`, all atomically, then prints the terminal summary. Exit status: 0 on success,
 2 with a one-line message on stderr when the inputs cannot be read.
 
+Before writing, a build removes the hidden temporary files (`.NAME.XXXXXXXX.tmp`) that atomic
+writes killed mid-way left in RUN_DIR and RUN_DIR/figures/, once they are older than
+`trainables.atomic.STALE_SECONDS` (5 minutes): younger ones may belong to a write in progress in
+another process, e.g. a search writing results.parquet while its report is built, and removing one
+of those would make that write fail.
+
 Only orchestration lives here: `reports.tables` reads, `reports.compute` / `reports.overview`
 compute, `reports.figures` and `reports.html` draw, `reports.summary` prints.
 """
@@ -46,6 +52,8 @@ def build_report(run_dir: str | Path, console: Console | None = None) -> Path:
     page = html.render_html(info, pngs)
 
     fig_dir = run_dir / "figures"
+    for folder in (run_dir, fig_dir):
+        atomic.remove_stale_temporaries(folder)
     for name, data in pngs.items():
         atomic.write_bytes(fig_dir / name, data)
     # figure names follow the declaration, so an earlier build's figure that has nothing to show now

@@ -101,13 +101,20 @@ def load_run(run_dir: str | Path) -> RunTables:
     notes: list[str] = []
     results_path = run_dir / "results.parquet"
     if not run_dir.is_dir():
-        raise ReportInputError(f"no results.parquet: {run_dir} is not a directory")
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise ReportInputError(f"no results.parquet: {run_dir} {what}; pass the run directory a search wrote "
+                               "(STORAGE/NAME, e.g. runs/my-run)")
     if not results_path.is_file():
         raise ReportInputError(f"no results.parquet in {run_dir}: has the search written any result yet?")
     try:
         results = pq.read_table(results_path).to_pandas()
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise ReportInputError(f"cannot read {results_path}: {exc}") from exc
+        why = " ".join(str(exc).split())  # pyarrow's text may span lines; the message is one line
+        raise ReportInputError(
+            f"cannot read {results_path} ({type(exc).__name__}: {why}): the file is truncated or not Parquet. "
+            f"Restore it from a copy, or move it aside and rebuild it from the trial folders with "
+            f"`python -m search.recalibrate {run_dir}` (which also recalibrates the trials with the run's settings)."
+        ) from exc
 
     spec = _read_spec(run_dir, notes)
     decl = _declaration(spec, results, notes)

@@ -6,6 +6,11 @@ with other settings (more settings searched, a finer grid, more points kept), re
 trial's `points.json` and `calibration_front.npz`, then the run's results tables and report.
 Thresholds are still chosen on the calibration split only. The outer Optuna study is not
 changed: it recorded what the search saw.
+
+Everything is read and recalibrated in memory before the first write, so bad input (no run
+directory, an unreadable spec.json, a complete trial whose caches or network are missing or
+damaged) exits with status 2 and a message saying what to do, and leaves the run directory as it
+was.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +29,91 @@ from trainables.contract import Declaration
 __all__ = ["recalibrate"]
 
 _FLAGS = ("n_trials", "neighbours", "population", "levels", "max_points")
+#: What recalibration reads from each complete trial; none of it can be rebuilt without retraining.
+_NEEDED = ("exit_cache_calibration.npz", "exit_cache_test.npz", "model.pt", "status.json")
+
+
+def _read_spec(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} does not exist or is not a directory: pass the run directory a search "
+                         "wrote (STORAGE/NAME, e.g. runs/my-run)")
+    path = run_dir / "spec.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory (no spec.json): pass the run directory a search "
+                         "wrote (STORAGE/NAME, e.g. runs/my-run)")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {exc}): recalibration needs the run's "
+                         "settings from it; restore it from a copy (the search writes it when the run starts)") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("space"), str):
+        raise ValueError(f"{path} names no space (expected a JSON object with a \"space\" key): restore it from a "
+                         "copy (the search writes it when the run starts)")
+    return spec
+
+
+def _trial_numbers(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> {"number": its Optuna trial number} from the results table, kept when it is rewritten."""
+    path = run_dir / "results.parquet"
+    if not path.exists():
+        return {}
+    import pyarrow.parquet as pq
+
+    try:
+        old = pq.read_table(path, columns=["trial_id", "trial_number"]).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        why = " ".join(str(exc).split())
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {why}): recalibration keeps the trials' "
+                         "numbers from it. Move it aside and run again to rebuild it from the trial folders (trials "
+                         "are then numbered in trial-id order), or restore it from a copy. Nothing was changed.") from exc
+    return {r["trial_id"]: {"number": r["trial_number"]} for r in old}
+
+
+def _read_trial(tdir: Path) -> tuple[dict[str, Any], list[Any], Any]:
+    """(status, [calibration cache, test cache], data info) of a complete trial; ValueError naming
+    the trial and the file when one is missing or cannot be read."""
+    import torch
+
+    from trainables.dynamic import data_info
+    from trainables.exits import ExitCache
+
+    for name in _NEEDED:
+        if not (tdir / name).is_file():
+            raise ValueError(f"trial {tdir.name}: {tdir / name} is missing")
+    path = tdir / "status.json"
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(status, dict):
+            raise ValueError(f"a JSON {type(status).__name__}, not an object")
+        path = tdir / "exit_cache_calibration.npz"
+        caches = [ExitCache.load(path)]
+        path = tdir / "exit_cache_test.npz"
+        caches.append(ExitCache.load(path))
+        path = tdir / "model.pt"
+        data = data_info(torch.load(path, map_location="cpu", weights_only=False))
+    except Exception as exc:  # a damaged file fails in many ways (BadZipFile, EOFError, KeyError, ...): all mean the same
+        raise ValueError(f"trial {tdir.name}: {path} cannot be read ({type(exc).__name__}: {exc}): "
+                         "truncated or damaged") from exc
+    return status, caches, data
 
 
 def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0) -> int:
     """Re-calibrate every complete trial from its cached outputs; returns how many were redone.
 
     `calibration` overrides keys of the run's budget calibration settings; a key the family does
-    not use raises ValueError. A trial whose caches are missing or unreadable raises too (naming
-    the trial), before anything is rewritten."""
-    import torch
-
+    not use raises ValueError. So does a missing or unreadable spec.json, and a complete trial whose
+    caches, network or status are missing or unreadable (naming every such trial and file), all
+    before anything is rewritten."""
     from spaces import get_space
-    from trainables.dynamic import data_info
-    from trainables.exits import ExitCache
     from trainables.loop import write_outcome
 
     run_dir = Path(run_dir)
-    spec = json.loads((run_dir / "spec.json").read_text())
-    space = get_space(spec["space"])
+    spec = _read_spec(run_dir)
+    try:
+        space = get_space(spec["space"])
+    except KeyError as exc:  # the registry's message lists the known spaces
+        raise ValueError(f"{run_dir / 'spec.json'}: {exc.args[0] if exc.args else exc}; a test or plug-in space "
+                         "must be registered as when the run was made (EXITSEARCH_SPACES)") from exc
     budget = space.budget(spec.get("budget", "smoke"))
     unknown = sorted(set(calibration) - set(budget.calibration))
     if unknown:
@@ -50,37 +121,39 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
     options = space.resolve_options(spec.get("options") or {})
     family = space.family(budget, options)
     family.calibration.update(calibration)
-    decl = Declaration.from_dict(spec["declaration"]) if "declaration" in spec else family.declaration
+    try:
+        decl = Declaration.from_dict(spec["declaration"]) if "declaration" in spec else family.declaration
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{run_dir / 'spec.json'}: its declaration is unusable ({type(exc).__name__}: {exc}); "
+                         "restore spec.json from a copy") from exc
 
-    pending = []
+    pending, problems = [], []
     for tdir in sorted((run_dir / "trials").glob("*")):
         if not (tdir / "points.json").exists():
             continue  # not complete: nothing was calibrated
         try:
-            caches = [ExitCache.load(tdir / f"exit_cache_{s}.npz") for s in ("calibration", "test")]
-            data = data_info(torch.load(tdir / "model.pt", map_location="cpu", weights_only=False))
-        except (OSError, ValueError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"trial {tdir.name}: its cached exit outputs or network cannot be read "
-                             f"({type(exc).__name__}: {exc}); retrain it or leave it out") from exc
-        pending.append((tdir, caches, data))
-    for tdir, (calib_cache, test_cache), data in pending:
-        status_path = tdir / "status.json"
-        status = json.loads(status_path.read_text())
+            pending.append((tdir, *_read_trial(tdir)))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems) + (
+            f"\nRecalibration reuses each complete trial's {', '.join(_NEEDED)} and cannot rebuild them without "
+            f"retraining: move the trial folder(s) named above out of {run_dir / 'trials'} to recalibrate the other "
+            "trials without them (they then leave the results tables), or start a new run. Nothing was changed."))
+    numbers = _trial_numbers(run_dir)
+    # every trial is recalibrated in memory first: an error on any leaves the run directory untouched
+    outcomes = []
+    for tdir, status, (calib_cache, test_cache), data in pending:
         seed_t = int(status.get("seed") or seed)
         config = status.get("config") or {}
         t0 = time.perf_counter()
         evaluation = family.evaluate(calib_cache, config, seed_t, data)
         outcome = family.finish(evaluation, calib_cache, test_cache, config, seed_t, data)
-        write_outcome(tdir, family, outcome, {"finish_seconds": time.perf_counter() - t0, "recalibrated_with": family.calibration})
+        outcomes.append((tdir, status, outcome, time.perf_counter() - t0))
+    for tdir, status, outcome, seconds in outcomes:
+        write_outcome(tdir, family, outcome, {"finish_seconds": seconds, "recalibrated_with": family.calibration})
         status["trial"] = outcome.trial
-        write_json(status_path, status)
-    numbers = {}
-    results_path = run_dir / "results.parquet"
-    if results_path.exists():
-        import pyarrow.parquet as pq
-
-        old = pq.read_table(results_path, columns=["trial_id", "trial_number"]).to_pylist()
-        numbers = {r["trial_id"]: {"number": r["trial_number"]} for r in old}
+        write_json(tdir / "status.json", status)
     write_tables(run_dir, *collect(run_dir, spec, decl, numbers))
     return len(pending)
 
@@ -97,15 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "spec.json").exists():
-        print(f"error: {run_dir} is not a run directory (no spec.json)", file=sys.stderr)
-        return 2
     cal = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     try:
         n = recalibrate(run_dir, cal, args.seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: some trials may already hold their new calibration; run the same command again "
+              "to recalibrate them all and rewrite the results tables", file=sys.stderr)
+        return 130
     print(f"recalibrated {n} trials in {run_dir}")
     if not args.no_report:
         from reports.build import build_report

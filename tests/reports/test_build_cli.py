@@ -74,6 +74,42 @@ def test_previous_report_survives_a_failed_write(built_copy: Path, monkeypatch: 
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+def _backdate(path: Path, seconds: float) -> None:
+    t = path.stat().st_mtime - seconds
+    os.utime(path, (t, t))
+
+
+@ONE_CASE
+def test_build_removes_stale_temporaries_of_killed_writes(built_copy: Path) -> None:
+    run_dir, fig_dir = built_copy, built_copy / "figures"
+    # a write killed for real: the process dies inside atomic_write, so its cleanup never runs
+    code = "import os, sys; from trainables import atomic; atomic.atomic_write(sys.argv[1], lambda tmp: os._exit(9))"
+    assert _run("-c", code, str(run_dir / "report.html")).returncode == 9
+    (killed,) = [p for p in run_dir.iterdir() if p.name.startswith(".report.html.") and p.name.endswith(".tmp")]
+    stale = [killed, run_dir / ".results.parquet.q1w2e3r4.tmp", fig_dir / ".learning_curves.png.zz_9xy0a.tmp"]
+    for path in stale[1:]:
+        path.write_bytes(b"half a file")
+    kept = {
+        run_dir / ".curves.parquet.fresh123.tmp": b"a write in progress elsewhere",  # young: may still be written
+        run_dir / "notes.tmp": b"not hidden",
+        run_dir / ".notes.tmp": b"no random part",
+        run_dir / ".spec.json.ABCDEFGH.tmp": b"not mkstemp's alphabet",
+        fig_dir / ".x.png.abcdefghi.tmp": b"nine random characters",
+        run_dir / "trials" / "t0" / ".status.json.abcd1234.tmp": b"below the run directory: not the report's",
+    }
+    for path, data in kept.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if "fresh" not in path.name:
+            _backdate(path, 3600)
+    for path in stale:
+        _backdate(path, atomic.STALE_SECONDS + 60)
+
+    assert rb.build_report(run_dir) == run_dir / "report.html"
+    assert not [p for p in stale if p.exists()]
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
 @ONE_CASE
 def test_previous_report_survives_a_rendering_error(built_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = built_copy
@@ -84,8 +120,12 @@ def test_previous_report_survives_a_rendering_error(built_copy: Path, monkeypatc
         raise RuntimeError("renderer crashed")
 
     monkeypatch.setattr(figures, "render_figures", boom)
+    stale = run_dir / ".report.html.abcd1234.tmp"
+    stale.write_bytes(b"")
+    _backdate(stale, 3600)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         rb.build_report(run_dir)
+    assert stale.exists()  # a build that fails before writing touches nothing, not even old temporaries
     assert (run_dir / "report.html").read_bytes() == previous
     assert {p.name: p.read_bytes() for p in (run_dir / "figures").iterdir()} == pngs
 
@@ -123,6 +163,37 @@ def test_cli_missing_results_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("reports.build: error: no results.parquet") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+def _files(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file"])
+def test_cli_run_dir_missing_or_a_file_exits_2(tmp_path: Path, where: str) -> None:
+    target = tmp_path / "nowhere"
+    if where == "a-file":
+        target.write_text("{}")
+    proc = _run("-m", "reports.build", str(target))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    what = "does not exist" if where == "missing" else "is not a directory"
+    assert proc.stderr == (f"reports.build: error: no results.parquet: {target} {what}; pass the run directory a "
+                           "search wrote (STORAGE/NAME, e.g. runs/my-run)\n")
+
+
+@pytest.mark.parametrize("damage", [lambda raw: raw[: len(raw) // 2], lambda raw: b"", lambda raw: b"not parquet"],
+                         ids=["truncated", "empty", "text"])
+def test_cli_corrupt_results_exits_2_and_changes_nothing(tmp_path: Path, damage: Any) -> None:
+    run_dir = make_run_dir(tmp_path, GRAN)
+    results = run_dir / "results.parquet"
+    results.write_bytes(damage(results.read_bytes()))
+    before = _files(run_dir)
+    proc = _run("-m", "reports.build", str(run_dir))
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"reports.build: error: cannot read {results} (") and proc.stderr.count("\n") == 1
+    assert "the file is truncated or not Parquet. Restore it from a copy" in proc.stderr
+    assert f"python -m search.recalibrate {run_dir}" in proc.stderr
+    assert _files(run_dir) == before and not (run_dir / "report.html").exists()
 
 
 def test_cli_builds_and_never_imports_pyplot(tmp_path: Path) -> None:

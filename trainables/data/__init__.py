@@ -46,6 +46,7 @@ __all__ = [
     "assemble",
     "balanced_subset",
     "channel_stats",
+    "corrupt_hint",
     "dataset_unavailable",
     "default_data_root",
     "get_dataset",
@@ -102,6 +103,14 @@ def unavailable_hint(name: str) -> str:
         f"Point --data-root at the folder that holds it, pass --download to fetch {name} "
         "(needs network access), or run offline with `--data synthetic`, "
         "which is generated in-process and needs no files."
+    )
+
+
+def corrupt_hint(folder: str | os.PathLike[str]) -> str:
+    """The part of every damaged-file error (DatasetCorrupt) that says what the user can do about it."""
+    return (
+        "Rerun with --download to fetch the dataset again (the damaged files are replaced only once the new "
+        f"copy is complete), or delete {folder} and rerun with --download, or point --data-root at a good copy."
     )
 
 
@@ -393,7 +402,9 @@ def get_dataset(
     Args:
         root: where its files live (None: the builder's default, see each module).
         seed: decides the train/calib split (and, for synthetic, the data itself).
-        download: allow fetching missing files from the internet; never done otherwise.
+        download: allow fetching from the internet, never done otherwise: missing files, and a fresh
+            copy of files that are damaged (fail their checksum or structural checks), which
+            replaces them only once it is complete (trainables/data/fetch.py).
         size: "full", "smoke" (a small class-balanced subset for quick runs) or "tiny" (smaller
             still, for unit tests of whole trials).
         **kwargs: builder-specific options, e.g. verify=False to skip md5 checks on CIFAR files,

@@ -16,9 +16,16 @@ Checksums: the official files are checked against the md5s torchvision publishes
 `verify=True` (the default), so a corrupt or partial download fails loudly instead of training on
 garbage. Pass `verify=False` (get_dataset(..., verify=False)) for files that are not the official
 ones, e.g. test fixtures. The .npz has no official checksum; it is checked for shape and labels.
+Every file is also checked for structure (dtype, shape, label range, matching counts).
+
+Damaged files and download=True (`--download`): when the files are found but fail their checksum
+or structural checks, the official archive is downloaded again and replaces them once the new copy
+is complete (trainables/data/fetch.py); without download=True the error says how to fix it. A
+damaged cifar10-train.npz is not replaced: the official batches are fetched next to it and, as
+always, win over the .npz.
 
 Pickles are read with an unpickler that only accepts the numpy array machinery the official files
-use, so a tampered file cannot run code.
+use, so a tampered file cannot run code (trainables/data/cifar_files.py).
 
 Superclasses. CIFAR-100 has its official 20 superclasses (from the coarse labels; we check every
 fine class maps to exactly one). If a `wordnet-hierarchy.txt` (Barz & Denzler, WACV 2019) sits in
@@ -38,17 +45,14 @@ superclasses, so a coarse head still has something to learn. No deeper tree is c
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import os
-import pickle
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy._core.multiarray as _np_multiarray
-import numpy._core.numeric as _np_numeric
 import torch
 
 from trainables.data import (
@@ -60,12 +64,24 @@ from trainables.data import (
     as_split,
     assemble,
     check_size,
+    corrupt_hint,
     dataset_unavailable,
     default_data_root,
     register_dataset,
     stratified_split,
     unavailable_hint,
 )
+from trainables.data.cifar_files import (
+    check_labels,
+    class_names,
+    corrupt,
+    file_md5,
+    read_cifar100_meta,
+    read_cifar_batch,
+    read_pickle,
+    verify_md5,
+)
+from trainables.data.fetch import refetch
 from trainables.data.hierarchy import Hierarchy
 
 __all__ = [
@@ -114,122 +130,14 @@ NPZ_TEST_FRACTION = 0.1
 _NPZ_TEST_SEED = 0
 
 _CIFAR100_LAYOUT = f"ROOT/{CIFAR100_DIR}/{{train,test,meta}} (the extracted cifar-100-python.tar.gz)"
+CIFAR10_FILES = (*CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta")
 _CIFAR10_LAYOUT = (
     f"ROOT/{CIFAR10_DIR}/{{data_batch_1..5,test_batch,batches.meta}} "
     f"(the extracted cifar-10-python.tar.gz), or ROOT/{CIFAR10_NPZ} (x: N x 32 x 32 x 3 uint8, y: labels)"
 )
 
 
-# ---------------------------------------------------------------------------- file reading
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals numpy arrays need; anything else is refused."""
-
-    _ALLOWED: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        # Protocol-2 pickles written by Python 3 encode bytes objects through codecs.encode.
-        ("_codecs", "encode"): codecs.encode,
-        ("numpy", "dtype"): np.dtype,
-        # Old pickles (the official files are Python 2 era) name numpy.core; numpy 2 moved it to
-        # numpy._core. Map both to the real objects so no deprecated module is imported.
-        ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
-        ("numpy.core.multiarray", "scalar"): _np_multiarray.scalar,
-        ("numpy._core.multiarray", "scalar"): _np_multiarray.scalar,
-        ("numpy.core.numeric", "_frombuffer"): _np_numeric._frombuffer,
-        ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: not part of a CIFAR pickle"
-            ) from None
-
-
-def read_pickle(path: str | os.PathLike[str]) -> dict[bytes, Any]:
-    """Load an official CIFAR pickle (a dict with bytes keys).
-
-    Raises:
-        DatasetCorrupt: the file is not a readable pickle of a dict (truncated, garbage, tampered).
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            obj = _ArrayOnlyUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError) as e:
-        raise DatasetCorrupt(
-            f"{path} is not a readable CIFAR pickle ({type(e).__name__}: {e}); the file is probably truncated "
-            f"or corrupt: delete it and fetch it again. {unavailable_hint('it')}"
-        ) from e
-    if not isinstance(obj, dict):
-        raise DatasetCorrupt(f"{path}: expected a pickled dict, got {type(obj).__name__}")
-    return obj
-
-
-def file_md5(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verify_md5(path: Path, expected: str) -> None:
-    actual = file_md5(path)
-    if actual != expected:
-        raise DatasetCorrupt(
-            f"{path} fails its checksum (md5 {actual}, official {expected}): a corrupt or partial download. "
-            "Delete it and fetch it again (--download), or pass verify=False if this is deliberately not "
-            "the official file."
-        )
-
-
-def _get(d: dict[bytes, Any], key: str, path: Path) -> Any:
-    # Accept str keys as well: pickles re-saved under Python 3 sometimes have them.
-    for k in (key.encode(), key):
-        if k in d:
-            return d[k]
-    raise DatasetCorrupt(f"{path}: missing key {key!r} (has {sorted(str(k) for k in d)})")
-
-
-def _names(values: Sequence[Any]) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-
-
-def read_cifar_batch(
-    path: str | os.PathLike[str], label_keys: Sequence[str]
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Images (N, 3, 32, 32) uint8 and the requested int64 label arrays of one CIFAR pickle."""
-    path = Path(path)
-    d = read_pickle(path)
-    data = np.asarray(_get(d, "data", path))
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DatasetCorrupt(f"{path}: b'data' should be uint8 (N, 3072), got {data.dtype} {data.shape}")
-    labels: dict[str, np.ndarray] = {}
-    for key in label_keys:
-        y = np.asarray(_get(d, key, path))
-        if y.ndim != 1 or len(y) != len(data) or (y.size and y.dtype.kind not in "iu"):
-            raise DatasetCorrupt(f"{path}: {key!r} should be {len(data)} integer labels, got {y.dtype} {y.shape}")
-        labels[key] = y.astype(np.int64)
-    # Each row is R plane, G plane, B plane, each row-major: a plain reshape gives CHW.
-    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), labels
-
-
-def read_cifar100_meta(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
-    """(fine_label_names, coarse_label_names) from CIFAR-100's `meta` pickle."""
-    path = Path(path)
-    d = read_pickle(path)
-    return _names(_get(d, "fine_label_names", path)), _names(_get(d, "coarse_label_names", path))
-
-
-def _check_labels(path: Path, y: np.ndarray, n: int, what: str) -> None:
-    if y.size and (y.min() < 0 or y.max() >= n):
-        raise DatasetCorrupt(f"{path}: {what} labels outside [0, {n}) (range {int(y.min())}..{int(y.max())})")
+# ---------------------------------------------------------------------------- locating and fetching
 
 
 def _candidates(root: Path, dataset: str) -> list[Path]:
@@ -241,16 +149,39 @@ def _resolve_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root).expanduser() if root is not None else default_data_root()
 
 
-def _locate(kind: str, base: Path, find, download: bool, names: list[str], layout: str):
-    """find(base), downloading first when asked and nothing is there; a clear error if still absent."""
+def _locate(kind: str, base: Path, find, download: bool, names: list[str], layout: str) -> tuple[Any, bool]:
+    """(find(base), whether it was just downloaded): downloads first when asked and nothing is there;
+    a clear error if still absent."""
     found = find(base)
+    fetched = False
     if found is None and download:
         _download(kind, base)
-        found = find(base)
+        found, fetched = find(base), True
     if found is None:
         searched = [p / n for n in names for p in _candidates(base, kind)]
         raise dataset_unavailable(kind, searched, layout)
-    return found
+    return found, fetched
+
+
+def _refetch(kind: str, folder: Path, names: Sequence[str]) -> None:
+    """Download `kind` again and replace the files `names` in `folder` with the new copy's."""
+    sub = CIFAR100_DIR if kind == "cifar100" else CIFAR10_DIR
+    refetch(kind, lambda tmp: _download(kind, tmp), folder, {f"{sub}/{n}": folder / n for n in names})
+
+
+def _load_or_refetch(kind: str, folder: Path, names: Sequence[str], load: Callable[[], Any], may_refetch: bool) -> Any:
+    """load(); when it finds the files damaged and may_refetch (download=True and nothing was just
+    downloaded), replace them with a fresh download of the official archive and load again."""
+    try:
+        return load()
+    except DatasetCorrupt:
+        if not may_refetch:
+            raise
+    _refetch(kind, folder, names)
+    try:
+        return load()
+    except DatasetCorrupt as e:
+        raise DatasetCorrupt(f"{kind} was downloaded again, and the fresh copy is unusable too: {e}") from e
 
 
 def _download(kind: str, root: Path) -> None:
@@ -288,10 +219,55 @@ def _cifar100_tree(root: Path, folder: Path, hierarchy: Hierarchy) -> tuple[Hier
                 tree = Hierarchy.from_indented_file(
                     path, hierarchy.fine_names, coarse_of=hierarchy.coarse_of, coarse_names=hierarchy.coarse_names
                 )
-            except ValueError as e:
-                raise DatasetCorrupt(f"{WORDNET_TREE} does not fit the CIFAR-100 classes in {folder}: {e}") from e
+            except (ValueError, OSError) as e:
+                # not part of the official archive, so --download cannot fix it
+                raise DatasetCorrupt(
+                    f"{path} does not fit the CIFAR-100 classes in {folder}: {e}. Fix or remove {path} "
+                    "(it is optional: without it there is no deeper tree)."
+                ) from e
             return tree, f"; tree from {path}"
     return None, ""
+
+
+def _read_cifar100(folder: Path, verify: bool) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Hierarchy]:
+    """({part: (images, fine labels)}, hierarchy) from the official files in `folder`, all checked."""
+    if verify:
+        for f, md5 in CIFAR100_MD5.items():
+            verify_md5(folder / f, md5)
+
+    fine_names, coarse_names = read_cifar100_meta(folder / "meta")
+    if len(fine_names) != 100 or len(coarse_names) != 20:
+        raise corrupt(folder / "meta", f"{len(fine_names)} fine and {len(coarse_names)} coarse class names, "
+                                        "CIFAR-100 has 100 and 20")
+    parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for part in ("train", "test"):
+        path = folder / part
+        x, labels = read_cifar_batch(path, ("fine_labels", "coarse_labels"))
+        check_labels(path, labels["fine_labels"], len(fine_names), "fine")
+        check_labels(path, labels["coarse_labels"], len(coarse_names), "coarse")
+        parts[part] = (x, labels["fine_labels"], labels["coarse_labels"])
+
+    # The superclass map is read off the data; it must be a function fine -> coarse.
+    fine_all = np.concatenate([parts[p][1] for p in parts])
+    coarse_all = np.concatenate([parts[p][2] for p in parts])
+    fine_to_coarse = np.full(len(fine_names), -1, dtype=np.int64)
+    pairs = np.unique(np.stack([fine_all, coarse_all], axis=1), axis=0)
+    for f, c in pairs.tolist():
+        if fine_to_coarse[f] not in (-1, c):
+            raise corrupt(
+                folder / "test",
+                f"fine class {fine_names[f]!r} appears with two superclasses "
+                f"({coarse_names[fine_to_coarse[f]]!r} and {coarse_names[c]!r}) across {folder}/{{train,test}}",
+            )
+        fine_to_coarse[f] = c
+    unseen = [fine_names[f] for f in np.flatnonzero(fine_to_coarse < 0)]
+    if unseen:
+        raise corrupt(folder / "train", f"fine classes with no samples in train or test, so no known superclass: {unseen}")
+    try:
+        hierarchy = Hierarchy.from_fine_to_coarse(fine_to_coarse, fine_names, coarse_names)
+    except ValueError as e:
+        raise corrupt(folder / "meta", f"inconsistent labels: {e}") from e
+    return {p: (x, fine) for p, (x, fine, _) in parts.items()}, hierarchy
 
 
 @register_dataset
@@ -307,39 +283,10 @@ def cifar100(
     """CIFAR-100: 45k train / 5k calib (stratified from `seed`) / 10k official test, 100 -> 20 classes."""
     check_size(size)
     base = _resolve_root(root)
-    folder = _locate("cifar100", base, _find_cifar100, download, [CIFAR100_DIR], _CIFAR100_LAYOUT)
-    if verify:
-        for f, md5 in CIFAR100_MD5.items():
-            _verify_md5(folder / f, md5)
-
-    fine_names, coarse_names = read_cifar100_meta(folder / "meta")
-    parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for part in ("train", "test"):
-        path = folder / part
-        x, labels = read_cifar_batch(path, ("fine_labels", "coarse_labels"))
-        _check_labels(path, labels["fine_labels"], len(fine_names), "fine")
-        _check_labels(path, labels["coarse_labels"], len(coarse_names), "coarse")
-        parts[part] = (x, labels["fine_labels"], labels["coarse_labels"])
-
-    # The superclass map is read off the data; it must be a function fine -> coarse.
-    fine_all = np.concatenate([parts[p][1] for p in parts])
-    coarse_all = np.concatenate([parts[p][2] for p in parts])
-    fine_to_coarse = np.full(len(fine_names), -1, dtype=np.int64)
-    pairs = np.unique(np.stack([fine_all, coarse_all], axis=1), axis=0)
-    for f, c in pairs.tolist():
-        if fine_to_coarse[f] not in (-1, c):
-            raise DatasetCorrupt(
-                f"{folder}: fine class {fine_names[f]!r} appears with two superclasses "
-                f"({coarse_names[fine_to_coarse[f]]!r} and {coarse_names[c]!r})"
-            )
-        fine_to_coarse[f] = c
-    unseen = [fine_names[f] for f in np.flatnonzero(fine_to_coarse < 0)]
-    if unseen:
-        raise DatasetCorrupt(f"{folder}: fine classes with no samples, so no known superclass: {unseen}")
-    try:
-        hierarchy = Hierarchy.from_fine_to_coarse(fine_to_coarse, fine_names, coarse_names)
-    except ValueError as e:
-        raise DatasetCorrupt(f"{folder}: inconsistent labels: {e}") from e
+    folder, fetched = _locate("cifar100", base, _find_cifar100, download, [CIFAR100_DIR], _CIFAR100_LAYOUT)
+    parts, hierarchy = _load_or_refetch(
+        "cifar100", folder, tuple(CIFAR100_MD5), lambda: _read_cifar100(folder, verify), download and not fetched
+    )
     tree, tree_note = _cifar100_tree(base, folder, hierarchy)
 
     source = (
@@ -364,10 +311,9 @@ def _cifar10_hierarchy() -> Hierarchy:
 
 def _find_cifar10(root: Path) -> tuple[str, Path] | None:
     """("batches", folder) for the official layout (even if incomplete), ("npz", file), or None."""
-    official = (*CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta")
     for base in _candidates(root, "cifar10"):
         for d in (base / CIFAR10_DIR, base):
-            if any((d / f).is_file() for f in official):
+            if any((d / f).is_file() for f in CIFAR10_FILES):
                 return "batches", d
     for base in _candidates(root, "cifar10"):
         if (base / CIFAR10_NPZ).is_file():
@@ -376,46 +322,52 @@ def _find_cifar10(root: Path) -> tuple[str, Path] | None:
 
 
 def _load_cifar10_batches(folder: Path, verify: bool) -> tuple[Split, Split]:
-    official = (*CIFAR10_TRAIN_BATCHES, "test_batch", "batches.meta")
-    missing = [f for f in official if not (folder / f).is_file()]
+    missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
     if missing:
         # A half-extracted archive should not silently train on fewer batches.
-        raise DatasetCorrupt(f"{folder}: incomplete CIFAR-10, missing {missing}. {unavailable_hint('cifar10')}")
+        raise DatasetCorrupt(f"{folder}: incomplete CIFAR-10, missing {missing}. {corrupt_hint(folder)}")
     if verify:
-        for f in official:
-            _verify_md5(folder / f, CIFAR10_MD5[f])
+        for f in CIFAR10_FILES:
+            verify_md5(folder / f, CIFAR10_MD5[f])
     meta_path = folder / "batches.meta"
-    names = _names(_get(read_pickle(meta_path), "label_names", meta_path))
+    names = class_names(read_pickle(meta_path), "label_names", meta_path)
     if tuple(names) != CIFAR10_CLASSES:
         # Our superclasses are defined on the official class order; anything else would mislabel.
-        raise DatasetCorrupt(
-            f"{meta_path}: label_names {names} are not the official CIFAR-10 classes {list(CIFAR10_CLASSES)}"
-        )
+        raise corrupt(meta_path, f"label_names {names} are not the official CIFAR-10 classes {list(CIFAR10_CLASSES)}")
     xs, ys = [], []
     for f in CIFAR10_TRAIN_BATCHES:
         x, labels = read_cifar_batch(folder / f, ("labels",))
-        _check_labels(folder / f, labels["labels"], 10, "class")
+        check_labels(folder / f, labels["labels"], 10, "class")
         xs.append(x)
         ys.append(labels["labels"])
     x_test, labels = read_cifar_batch(folder / "test_batch", ("labels",))
-    _check_labels(folder / "test_batch", labels["labels"], 10, "class")
+    check_labels(folder / "test_batch", labels["labels"], 10, "class")
     return as_split(np.concatenate(xs), np.concatenate(ys)), as_split(x_test, labels["labels"])
 
 
+def _npz_hint(path: Path) -> str:
+    return (f"Rerun with --download to fetch the official CIFAR-10 batches ({path.parent / CIFAR10_DIR}; they are "
+            f"used instead of the .npz), replace {path} with a good copy, or point --data-root at another folder.")
+
+
 def _load_cifar10_npz(path: Path) -> Split:
+    def bad(problem: str) -> DatasetCorrupt:
+        return DatasetCorrupt(f"{path}: {problem}. {_npz_hint(path)}")
+
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
             x, y = z["x"], z["y"]
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DatasetCorrupt(
-            f"{path}: unreadable CIFAR-10 npz ({type(e).__name__}: {e}); expected arrays x and y"
-        ) from e
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, zlib.error) as e:
+        # TypeError: np.load returns an ndarray (no context manager) for a plain .npy file
+        raise bad(f"unreadable CIFAR-10 npz, truncated or not an .npz of arrays x and y ({type(e).__name__}: {e})") from e
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-        raise DatasetCorrupt(f"{path}: x should be uint8 (N, 32, 32, 3) HWC, got {x.dtype} {x.shape}")
+        raise bad(f"x should be uint8 (N, 32, 32, 3) HWC images, got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
-        raise DatasetCorrupt(f"{path}: y should be {len(x)} integer labels, got {y.dtype} {y.shape}")
+        raise bad(f"y should be {len(x)} integer labels (one per image), got {y.dtype} {y.shape}")
     y = y.astype(np.int64)
-    _check_labels(path, y, 10, "class")
+    check_labels(path, y, 10, "class", _npz_hint(path))
     # HWC -> CHW, the layout of the official pickles and of every model here (torch's permuting
     # copy is about 3x faster than numpy's on 150 MB).
     return as_split(torch.from_numpy(x).permute(0, 3, 1, 2), y)
@@ -434,11 +386,22 @@ def cifar10(
     """CIFAR-10, 10 -> 3 classes: 45k / 5k / 10k official, or 40k / 5k / 5k from cifar10-train.npz."""
     check_size(size)
     base = _resolve_root(root)
-    found = _locate("cifar10", base, _find_cifar10, download, [CIFAR10_DIR, CIFAR10_NPZ], _CIFAR10_LAYOUT)
-
-    kind, path = found
+    (kind, path), fetched = _locate("cifar10", base, _find_cifar10, download, [CIFAR10_DIR, CIFAR10_NPZ], _CIFAR10_LAYOUT)
+    may_refetch = download and not fetched
+    if kind == "npz":
+        try:
+            everything = _load_cifar10_npz(path)
+        except DatasetCorrupt:
+            if not may_refetch:
+                raise
+            # the .npz is not ours to replace: fetch the official batches beside it; they win from now on
+            _refetch("cifar10", path.parent / CIFAR10_DIR, CIFAR10_FILES)
+            kind, path, may_refetch = "batches", path.parent / CIFAR10_DIR, False
     if kind == "batches":
-        pool, test = _load_cifar10_batches(path, verify)
+        folder = path
+        pool, test = _load_or_refetch(
+            "cifar10", folder, CIFAR10_FILES, lambda: _load_cifar10_batches(folder, verify), may_refetch
+        )
         pool_calib_fraction = calib_fraction
         source = (
             f"CIFAR-10 official python pickles in {path} (md5 {'verified' if verify else 'not checked'}); "
@@ -446,7 +409,6 @@ def cifar10(
             "test = official test batch"
         )
     else:
-        everything = _load_cifar10_npz(path)
         # The test carve-out uses a fixed seed: it stands in for the official test set, so it must
         # be the same images for every run, whatever seed the run uses for its train/calib split.
         keep, held = stratified_split(everything.fine.numpy(), NPZ_TEST_FRACTION, _NPZ_TEST_SEED)

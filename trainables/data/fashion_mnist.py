@@ -11,7 +11,8 @@ IDX is parsed here (magic 2051 for images, 2049 for labels; big-endian sizes) an
 structure: magic, dimensions, exact length (a truncated file is an error, not fewer images), label
 range and matching counts. There is no md5 check: the files may be recompressed by a packager
 (e.g. Debian), which changes the .gz checksum but not the content, and the structural checks catch
-truncation and corruption that matter.
+truncation and corruption that matter. With download=True (`--download`), files that fail those
+checks are downloaded again and replaced once the new copy is complete (trainables/data/fetch.py).
 
 Images are returned as (N, 1, 28, 28) uint8; models handle the channel count. Splits: 54k train /
 6k calib (stratified 10% of the official training set, from `seed`) / 10k official test.
@@ -46,11 +47,13 @@ from trainables.data import (
     as_split,
     assemble,
     check_size,
+    corrupt_hint,
     dataset_unavailable,
     default_data_root,
     register_dataset,
     unavailable_hint,
 )
+from trainables.data.fetch import refetch
 from trainables.data.hierarchy import Hierarchy
 
 __all__ = [
@@ -98,30 +101,38 @@ def read_idx(path: str | os.PathLike[str], expected_magic: int | None = None) ->
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
+    except OSError as e:
+        raise DatasetUnavailable(
+            f"cannot read {path} ({type(e).__name__}: {e}); check its permissions or point --data-root at a readable copy."
+        ) from e
+    try:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DatasetCorrupt(f"{path}: unreadable gzip stream ({type(e).__name__}: {e}); truncated download? "
-                             f"{unavailable_hint('fashion_mnist')}") from e
+        raise _corrupt(path, f"unreadable gzip stream ({type(e).__name__}: {e}), a truncated or damaged download") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DatasetCorrupt(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
+        raise _corrupt(path, f"not an IDX file (starts with {raw[:4].hex() or 'nothing: the file is empty'})")
     code, ndim = raw[2], raw[3]
     magic = int.from_bytes(raw[:4], "big")
     if expected_magic is not None and magic != expected_magic:
-        raise DatasetCorrupt(f"{path}: IDX magic {magic}, expected {expected_magic}")
+        raise _corrupt(path, f"IDX magic {magic} (type code 0x{code:02x}, {ndim} dimensions), expected {expected_magic}")
     if code not in _IDX_DTYPES:
-        raise DatasetCorrupt(f"{path}: unknown IDX type code 0x{code:02x}")
+        raise _corrupt(path, f"unknown IDX type code 0x{code:02x}")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DatasetCorrupt(f"{path}: truncated IDX header")
+        raise _corrupt(path, f"truncated IDX header: {len(raw)} bytes, {ndim} dimensions need {header}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "has trailing bytes"
-        raise DatasetCorrupt(f"{path}: IDX file {state}: {len(raw)} bytes, header {shape} implies {expected}. "
-                             f"{unavailable_hint('fashion_mnist')}")
+        raise _corrupt(path, f"IDX file {state}: {len(raw)} bytes, header {shape} implies {expected}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _corrupt(path: Path, problem: str) -> DatasetCorrupt:
+    """DatasetCorrupt naming the file, the problem and what to do."""
+    return DatasetCorrupt(f"{path}: {problem}. {corrupt_hint(path.parent)}")
 
 
 def _dirs(root: str | os.PathLike[str] | None) -> list[Path]:
@@ -156,15 +167,20 @@ def _download(root: Path) -> None:
 
 
 def _load(files: dict[str, Path], part: str) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(files[f"{part}_images"], IMAGES_MAGIC)
-    y = read_idx(files[f"{part}_labels"], LABELS_MAGIC)
+    images, labels = files[f"{part}_images"], files[f"{part}_labels"]
+    x = read_idx(images, IMAGES_MAGIC)
+    y = read_idx(labels, LABELS_MAGIC)
     if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
-        raise DatasetCorrupt(f"{files[f'{part}_images']}: expected uint8 (N, 28, 28) images, got {x.dtype} {x.shape}")
+        raise _corrupt(images, f"expected uint8 (N, 28, 28) images, got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x) or y.dtype != np.uint8:
-        raise DatasetCorrupt(f"{files[f'{part}_labels']}: expected {len(x)} uint8 labels, got {y.dtype} {y.shape}")
+        raise _corrupt(labels, f"expected {len(x)} uint8 labels (one per image in {images.name}), got {y.dtype} {y.shape}")
     if y.size and y.max() >= len(FASHION_CLASSES):
-        raise DatasetCorrupt(f"{files[f'{part}_labels']}: label {int(y.max())} outside [0, {len(FASHION_CLASSES)})")
+        raise _corrupt(labels, f"label {int(y.max())} outside [0, {len(FASHION_CLASSES)})")
     return x[:, None], y.astype(np.int64)
+
+
+def _load_all(files: dict[str, Path]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    return _load(files, "train"), _load(files, "test")
 
 
 @register_dataset
@@ -185,13 +201,25 @@ def fashion_mnist(
     check_size(size)
     dirs = _dirs(root)
     files = _find(dirs)
+    fetched = False
     if files is None and download:
         _download(Path(root).expanduser() if root is not None else default_data_root())
-        files = _find(dirs)
+        files, fetched = _find(dirs), True
     if files is None:
         raise dataset_unavailable("fashion_mnist", dirs, _LAYOUT)
-    x_train, y_train = _load(files, "train")
-    x_test, y_test = _load(files, "test")
+    try:
+        (x_train, y_train), (x_test, y_test) = _load_all(files)
+    except DatasetCorrupt:
+        if not download or fetched:
+            raise
+        # damaged files and --download: a fresh copy (torchvision keeps both the .gz and the raw
+        # file in FashionMNIST/raw) replaces each damaged file in the form it was found
+        refetch("fashion_mnist", _download, files["train_images"].parent,
+                {f"FashionMNIST/raw/{p.name}": p for p in files.values()})
+        try:
+            (x_train, y_train), (x_test, y_test) = _load_all(files)
+        except DatasetCorrupt as e:
+            raise DatasetCorrupt(f"fashion_mnist was downloaded again, and the fresh copy is unusable too: {e}") from e
     hierarchy = Hierarchy.from_fine_to_coarse(FASHION_FINE_TO_COARSE, FASHION_CLASSES, FASHION_COARSE)
     folder = files["train_images"].parent
     source = (
