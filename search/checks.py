@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BadInput", "check_address", "check_device", "check_fits", "check_resume", "check_storage"]
+__all__ = ["BadInput", "check_address", "check_device", "check_fits", "check_resumable", "check_resume",
+           "check_results_readable", "check_storage"]
 
 
 class BadInput(ValueError):
@@ -73,6 +74,18 @@ def check_results_readable(run_dir: Path) -> None:
     except Exception as exc:
         raise BadInput(f"{path} is corrupt ({type(exc).__name__}: {exc}); it is rebuilt from the trial "
                        "directories: move it aside (or delete it) and resume again") from exc
+
+
+def check_resumable(run_dir: Path) -> None:
+    """The files a resume reads: results.parquet and the study journal must be whole."""
+    from search.study import StudyUnreadable, check_readable
+
+    check_results_readable(run_dir)
+    try:
+        check_readable(run_dir)
+    except StudyUnreadable as exc:
+        raise BadInput(f"{exc}: the run cannot be resumed; start a new run with another --name "
+                       "(the finished trials stay in their directories)") from exc
 
 
 def check_device(device: str, cuda_available: bool) -> None:

@@ -9,17 +9,21 @@ kept; interrupted trials restart from their checkpoints with --resume).
 
 from __future__ import annotations
 
-import argparse
-import os
-import signal
-import sys
-from pathlib import Path
+from search.signals import StopRequest  # first, and light: a Ctrl-C is ours from the first moment
 
-from rich.console import Console
+_STOP = StopRequest().install() if __name__ == "__main__" else None
 
-from search.checks import BadInput, check_address, check_device, check_resume, check_storage
-from search.signals import Interrupted, StopRequest, exit_code
-from search.spec import RunSpec, default_run_name
+import argparse  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+
+from search.checks import BadInput, check_address, check_device, check_resumable, check_resume, check_storage  # noqa: E402
+from search.signals import Interrupted, exit_code  # noqa: E402
+from search.spec import RunSpec, default_run_name  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +92,7 @@ def _plugin_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = StopRequest().install()  # Ctrl-C / SIGTERM from here on end the run cleanly
+    stop = _STOP or StopRequest().install()  # Ctrl-C / SIGTERM from here on end the run cleanly
     console = Console(stderr=True)
     try:
         return _main(argv, console, stop)
@@ -170,6 +174,8 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         check_device(spec.device, torch.cuda.is_available())
         check_storage(spec.storage)
         check_resume(spec.run_dir, spec.resume, Path(spec.storage))
+        if spec.resume:
+            check_resumable(spec.run_dir)
         check_address(spec.address)
     except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))

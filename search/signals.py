@@ -5,7 +5,7 @@
 
 * during start-up (argument checks, data loading, `ray.init`) it raises `Interrupted` at once,
   and `check()` raises it again at the next step in case some library swallowed it;
-* while Ray Tune runs (`phase = "tune"`) it is only recorded: `RunEvents`, a Tune callback,
+* while Ray Tune runs (`phase = "tune"`) it is only recorded: `search.tune_events.RunEvents`, a Tune callback,
   passes it on at Tune's next loop step as SIGUSR1, Tune's own graceful stop (it stops the
   trials, saves the experiment state one last time, and `Tuner.fit` returns, so the run can be
   resumed); the caller then sees `requested` and ends the run as interrupted;
@@ -14,7 +14,8 @@
 
 A second signal raises `Interrupted` whatever is running (the user insists). Tune's own SIGINT
 handler is switched off (`TUNE_DISABLE_SIGINT_HANDLER`), and `ray.init` replaces the SIGTERM
-handler with its own: call `install()` again after it.
+handler with its own: call `install()` again after it. This module imports nothing heavy: it
+is installed before anything else is imported, so that a Ctrl-C is ours from the first moment.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import signal
 import threading
 from types import FrameType
 
-__all__ = ["Interrupted", "RunEvents", "StopRequest", "activate", "exit_code"]
+__all__ = ["Interrupted", "StopRequest", "activate", "current", "exit_code"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -86,29 +87,5 @@ def activate(stop: StopRequest) -> StopRequest:
     return stop
 
 
-def _current() -> StopRequest | None:
+def current() -> StopRequest | None:
     return _CURRENT[0] if _CURRENT else None
-
-
-try:
-    from ray.tune import Callback as _Callback
-except ImportError:  # pragma: no cover - ray is a dependency; keeps this module importable alone
-    _Callback = object  # type: ignore[assignment,misc]
-
-
-class RunEvents(_Callback):  # type: ignore[misc,valid-type]
-    """A Tune callback holding no state of its own (Tune pickles callbacks with the run and
-    restores them on --resume): it turns the active StopRequest's recorded signal into Tune's
-    graceful stop (SIGUSR1, whose handler Tune installs once its loop runs), once, and records
-    which trials Tune ended normally (finished, or stopped by a scheduler)."""
-
-    def on_step_begin(self, iteration, trials, **info):
-        stop = _current()
-        if stop is not None and stop.requested and not stop.forwarded and callable(signal.getsignal(signal.SIGUSR1)):
-            stop.forwarded = True
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        stop = _current()
-        if stop is not None:
-            stop.ended.add(trial.trial_id)

@@ -17,16 +17,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from search.checks import BadInput, check_fits, check_results_readable
+from search.checks import BadInput, check_fits, check_resumable
 from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
-from search.signals import RunEvents, StopRequest, activate
+from search.signals import StopRequest, activate
 from search.spec import RunSpec
-from search.study import StudyUnreadable, check_readable, trial_numbers
+from search.study import trial_numbers
+from search.tune_events import RunEvents
 from spaces import Space, get_space
 from trainables.atomic import write_json
 from trainables.contract import Declaration
@@ -121,6 +123,20 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     )
 
 
+class _TrialFailureOneLine(logging.Filter):
+    """Tune logs every trial failure with its whole traceback; an expected failure (a trial that
+    raised, a lost node) is one line here: the trial's status.json and results.parquet's `error`
+    column keep the reason, and its traceback is in status.json."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith("Trial task failed"):
+            exc = record.exc_info[1]
+            text = str(exc).strip().splitlines()
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {text[0] if text else ''}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
 def trial_dirname(trial) -> str:
     """Tune's own per-trial directory: the trial id, not the whole config in the name."""
     return f"tune_{trial.trial_id}"
@@ -181,12 +197,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     references = reference_costs(space, spec)  # also fails fast on a missing dataset
     stop.check()
     if spec.resume:
-        check_results_readable(run_dir)
-        try:
-            check_readable(run_dir)
-        except StudyUnreadable as exc:
-            raise BadInput(f"{exc}: the run cannot be resumed; start a new run with another --name "
-                           "(the finished trials stay in their directories)") from exc
+        check_resumable(run_dir)
     _init_ray(spec)
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place
@@ -256,6 +267,9 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         )
     # our live display replaces Tune's console output (verbose=0 alone still prints a header box)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _TrialFailureOneLine) for f in controller_log.filters):
+        controller_log.addFilter(_TrialFailureOneLine())
     stop.check()
     stop.phase = "tune"
     try:

@@ -250,6 +250,9 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                        "pid": os.getpid()},
         "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
+        # every start of this trial (a retry after a crash or a lost node, a resumed run): from which epoch, where
+        "starts": _previous_starts(trial_dir) + [{"from_epoch": start_epoch, "pid": os.getpid(),
+                                                  "at": datetime.now(timezone.utc).isoformat()}],
     }
     _write_status(trial_dir, status)
 
@@ -292,6 +295,14 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                         "epoch": epoch, "curves": curves}, Path(tmp) / "state.pt")
             ctx.reporter.report(metrics, tmp)
     return metrics
+
+
+def _previous_starts(trial_dir: Path) -> list[dict[str, Any]]:
+    try:
+        starts = json.loads((trial_dir / "status.json").read_text()).get("starts")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return list(starts) if isinstance(starts, list) else []
 
 
 def _write_status(trial_dir: Path, status: dict[str, Any]) -> None:

@@ -168,26 +168,56 @@ def test_the_matrix_has_at_least_twenty_cases():
     assert len(CASES) >= 20
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(name, tmp_path):
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    stderr: str
+    changed: bool  # any file under the case's folder added, removed or changed
+    dirs: list[str]  # what the storage holds afterwards
+
+
+def _run_case(name: str, tmp: Path) -> Outcome:
     case = CASES[name]
-    storage = tmp_path / "runs"
-    storage.mkdir()
+    storage = tmp / "runs"
+    storage.mkdir(parents=True)
     _kept_run(storage)
-    extra = case.setup(tmp_path) if case.setup else []
+    extra = case.setup(tmp) if case.setup else []
     args = [*case.args, *extra]
     if "--storage" not in args:
         args += ["--storage", str(storage)]
-    before = _snapshot(tmp_path)
-    env = {**os.environ, **case.env}
+    before = _snapshot(tmp)
     p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=90, env=env)
-    out = p.stdout + p.stderr
-    assert p.returncode == case.code, out
-    assert case.message.lower() in " ".join(out.split()).lower(), out
-    assert "Traceback" not in out, out
-    assert _snapshot(tmp_path) == before  # nothing written, nothing changed
-    assert sorted(q.name for q in storage.iterdir()) == ["kept"]  # no run directory made
+                       timeout=120, env={**os.environ, **case.env})
+    return Outcome(p.returncode, p.stdout + p.stderr, p.stderr, _snapshot(tmp) != before,
+                   sorted(q.name for q in storage.iterdir()))
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Every case, three subprocesses at a time (each is mostly Python start-up and imports)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("bad_input")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(_run_case, name, root / f"case{i}") for i, name in enumerate(CASES)}
+        results = {name: f.result() for name, f in futures.items()}
+    if os.environ.get("BAD_INPUT_TABLE"):  # the matrix as a table, for a release note
+        with open(os.environ["BAD_INPUT_TABLE"], "w") as f:
+            for name, o in results.items():
+                first = next((line for line in o.stderr.splitlines() if line.startswith("error")), o.stderr.strip()[:200])
+                f.write(json.dumps({"case": name, "exit": o.code, "message": first}) + "\n")
+    return results
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, outcomes):
+    case, o = CASES[name], outcomes[name]
+    assert o.code == case.code, o.out
+    assert case.message.lower() in " ".join(o.out.split()).lower(), o.out
+    assert "Traceback" not in o.out, o.out
+    assert not o.changed  # nothing written, nothing changed
+    assert o.dirs == ["kept"]  # no run directory made
 
 
 def test_help_works_even_with_a_broken_plugin():

@@ -46,6 +46,8 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
         if fault != "none":
             assert ("injected failure" in r["error"]) or ("TrialDiverged" in r["error"]), r["error"]
     assert faults == {"none", "raise", "nan"}
+    assert "Traceback" not in p.stdout + p.stderr  # expected trial failures are one line each, not a traceback
+    assert "Trial task failed" in p.stdout + p.stderr
     assert (run / "report.html").exists()
     # the Optuna study in the journal: failed trials are FAIL, fidelity recorded on complete ones
     st = study(run)
@@ -53,6 +55,7 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     n_ok = sum(1 for r in trials.values() if r["status"] == "complete")
     assert states.count("COMPLETE") == n_ok and states.count("FAIL") == 6 - n_ok
     assert all(t.user_attrs.get("fidelity") == 1.0 for t in st.trials if t.state.name == "COMPLETE")
+    assert {t.user_attrs["tune_trial_id"]: t.number for t in st.trials} == {t: r["trial_number"] for t, r in trials.items()}
     # --resume of a finished run: Tune restores it, nothing is retrained, results are kept
     p = search(*args, "--resume", "--no-report")
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,0 +1,199 @@
+"""Faults on a real two-node Ray cluster on this machine: a head and a worker node started as
+separate processes (`ray start --head` / `ray start --address=...` on 127.0.0.1), torn down by
+the test. One search goes through every fault in turn, as a user would meet them:
+
+1. the worker node is killed (SIGKILL to its processes) while trials train on it: they restart
+   from their last checkpoint on the head node;
+2. the driver gets SIGINT (Ctrl-C): exit 130, running trials `interrupted`, a hint to resume;
+   the run is resumed;
+3. the driver is killed with SIGKILL mid-search: a trial that finished on disk is in
+   results.parquet as soon as the run is resumed, before any new trial finishes;
+4. the resumed run ends with exactly the requested trials complete, none duplicated, none lost,
+   and the Optuna study agreeing with results.parquet (trial ids and numbers).
+
+Marked slow (a few minutes on 2 cores); `.ci/run` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIALS = 4
+RAY = shutil.which("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    # Ray 2.60 turns token authentication on for a cluster started with `ray start`: every
+    # process that joins it must use the token too (~/.ray/auth_token, made by the head)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _start_node(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([RAY, "start", *args, "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats",
+                             "--block"], stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(),
+                            start_new_session=True)
+
+
+def _alive_nodes(address: str) -> int:
+    p = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=_env(), timeout=60)
+    lines = p.stdout.split("Pending:")[0].split("Active:")[-1].splitlines() if "Active:" in p.stdout else []
+    return sum(1 for line in lines if "node_" in line)
+
+
+def _wait(pred, timeout: float, what: str, every: float = 1.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _kill_group(p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def cluster():
+    if RAY is None:
+        pytest.skip("the `ray` command is not on PATH")
+    temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's socket paths must fit
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head = _start_node(["--head", "--port", str(port), "--include-dashboard=false", "--temp-dir", str(temp)],
+                       temp / "head.log")
+    worker = None
+    try:
+        _wait(lambda: _alive_nodes(address) == 1, 90, "the head node")
+        worker = _start_node(["--address", address], temp / "worker.log")
+        _wait(lambda: _alive_nodes(address) == 2, 90, "the worker node to join")
+        yield {"address": address, "head": head, "worker": worker, "temp": temp}
+    finally:
+        for p in (worker, head):
+            if p is not None:
+                _kill_group(p, signal.SIGTERM)
+        for p in (worker, head):
+            if p is not None:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    _kill_group(p)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _statuses(run: Path) -> dict[str, dict]:
+    out = {}
+    for f in run.glob("trials/*/status.json"):
+        try:
+            out[f.parent.name] = json.loads(f.read_text())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _search(address: str, storage: Path, log: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "search.run", "--space", "gran_hbn", "--data", "synthetic", "--data-size", "smoke",
+           "--budget", "smoke", "--trials", str(TRIALS), "--address", address, "--storage", str(storage),
+           "--name", "faults", "--cpus-per-trial", "1", "--retries", "3", "--no-report", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT, env=_env(),
+                            start_new_session=True)
+
+
+def _results(run: Path):
+    import pandas as pd
+
+    return pd.read_parquet(run / "results.parquet")
+
+
+def _study(run: Path) -> list:
+    from search.study import open_storage
+
+    st = open_storage(run)
+    return [t for s in st.get_all_studies() for t in st.get_all_trials(s._study_id)]
+
+
+def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_path):
+    storage, log = tmp_path / "runs", tmp_path / "search.log"
+    run = storage / "faults"
+
+    def running_with_checkpoint(n):
+        return lambda: sum(1 for s in _statuses(run).values() if s.get("status") == "running"
+                           and int(s.get("epochs_done") or 0) >= 1) >= n
+
+    # 1. kill the worker node while two trials train (one on each node), each past its first epoch
+    driver = _search(cluster["address"], storage, log)
+    _wait(running_with_checkpoint(2), 240, "two trials past their first epoch")
+    on_nodes = {t for t, s in _statuses(run).items() if s.get("status") == "running"}
+    _kill_group(cluster["worker"])
+    cluster["worker"].wait(30)
+    _wait(lambda: sum(1 for s in _statuses(run).values() if s.get("status") == "complete") >= 2, 400,
+          "two complete trials after the worker node died")
+
+    # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs
+    _wait(running_with_checkpoint(1), 240, "a running trial")
+    _kill_group(driver, signal.SIGINT)
+    assert driver.wait(120) == 130, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "interrupted (SIGINT)" in text and "--resume" in text
+    res = _results(run)
+    states = res.drop_duplicates("trial_id").set_index("trial_id").status
+    assert set(states) <= {"complete", "interrupted"} and "interrupted" in set(states), states
+    assert not res[res.status == "interrupted"].on_front.any()
+
+    # 3. resume, then kill -9 the driver once a trial runs again
+    driver = _search(cluster["address"], storage, log, "--resume")
+    before = set(_statuses(run))
+    _wait(lambda: any(s.get("status") == "running" and int(s.get("epochs_done") or 0) >= 1
+                      for s in _statuses(run).values()), 240, "a trial running after the resume")
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(30)
+    finished_on_disk = {t for t, s in _statuses(run).items() if s.get("status") == "complete"}
+
+    # 4. resume: what finished on disk is collected at the start, and the run completes
+    driver = _search(cluster["address"], storage, log, "--resume")
+    _wait(lambda: finished_on_disk <= set(_results(run).query("status == 'complete'").trial_id), 120,
+          "the trials finished on disk to be in results.parquet after the resume started", every=0.5)
+    assert driver.wait(900) == 0, log.read_text()[-3000:]
+
+    res = _results(run)
+    per_trial = res.groupby("trial_id").agg(status=("status", "first"), n_status=("status", "nunique"),
+                                            number=("trial_number", "first"), n_number=("trial_number", "nunique"))
+    assert len(per_trial) == TRIALS, per_trial  # 0 lost, 0 extra
+    assert (per_trial.status == "complete").all() and (per_trial.n_status == 1).all(), per_trial
+    assert (per_trial.n_number == 1).all() and sorted(per_trial.number) == list(range(TRIALS)), per_trial
+    assert before <= set(per_trial.index)
+    # the trial that trained on the killed node started again from its checkpoint, not from scratch
+    starts = {t: _statuses(run)[t]["starts"] for t in on_nodes}
+    assert any(len(st) >= 2 and st[1]["from_epoch"] >= 1 for st in starts.values()), starts
+    configs = res.drop_duplicates("trial_id").filter(like="config.").apply(lambda r: "|".join(map(str, r)), axis=1)
+    assert configs.nunique() == TRIALS  # no trial ran twice under two ids
+    study = _study(run)
+    complete = {t.user_attrs.get("tune_trial_id"): t.number for t in study if t.state.name == "COMPLETE"}
+    assert complete == per_trial.number.to_dict(), (complete, per_trial)
+    assert [t.state.name for t in study if t.state.name != "COMPLETE"] == []  # no trial left running or failed
