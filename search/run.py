@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
     p.add_argument("--address", default=None, help="Ray cluster address to join (default: start Ray locally)")
+    p.add_argument("--node-timeout", type=float, default=300.0,
+                   help="with --address: seconds to wait for a node that can hold one trial (an autoscaling cluster "
+                        "may add it) before refusing; 0 refuses at once (default 300)")
     p.add_argument("--storage", default="runs", help="directory of run directories; shared by all nodes on a cluster")
     p.add_argument("--name", default=None, help="run name (default: SPACE-UTCTIME)")
     p.add_argument("--resume", action="store_true", help="resume the run --name in --storage")
@@ -161,6 +164,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             gpus_per_trial=gpus,
             cpus_per_trial=args.cpus_per_trial,
             address=args.address,
+            node_timeout=args.node_timeout,
             resume=args.resume,
             scheduler=args.scheduler,
             retries=args.retries,

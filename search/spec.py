@@ -33,6 +33,7 @@ class RunSpec:
     gpus_per_trial: float = 0.0
     cpus_per_trial: float = 1.0
     address: str | None = None  # None: start Ray locally in-process
+    node_timeout: float = 300.0  # on a cluster: seconds to wait for a node that can hold a trial (autoscaling)
     resume: bool = False
     scheduler: str = "fifo"  # "fifo" | "asha" (acts on the space's first objective, per epoch)
     retries: int = 1  # times Tune restarts a crashed trial from its last checkpoint
@@ -54,6 +55,8 @@ class RunSpec:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
         if self.scheduler not in ("fifo", "asha"):
             raise ValueError(f"--scheduler must be fifo or asha, got {self.scheduler!r}")
+        if self.node_timeout < 0:
+            raise ValueError(f"--node-timeout must be >= 0, got {self.node_timeout}")
         if self.retries < 0:
             raise ValueError("--retries must be >= 0")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +171,53 @@ def _init_ray(spec: RunSpec) -> None:
                        "(`ray start --head`), check the address, or drop --address to run on this machine") from exc
 
 
-def _check_resources(spec: RunSpec) -> None:
+def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = None) -> None:
+    """Refuse a trial no node can hold, before the search starts. On this machine at once; on a
+    cluster after waiting up to `node_timeout` seconds for such a node (an autoscaling cluster
+    adds nodes on demand: the trial's resource request is placed so that it can), saying what
+    it waits for."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     where = f"the cluster at {spec.address}" if spec.address else "this machine"
-    check_fits(spec.cpus_per_trial, spec.gpus_per_trial, nodes, where)
+    deadline = time.monotonic() + (spec.node_timeout if spec.address else 0.0)
+    told = False
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        try:
+            check_fits(spec.cpus_per_trial, spec.gpus_per_trial, nodes, where)
+            if told:
+                _request_node(None)  # the trials' own demand drives the autoscaler from here
+            return
+        except BadInput as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if told:
+                    _request_node(None)
+                waited = f" (waited {spec.node_timeout:.0f} s for one to join; --node-timeout sets how long)" \
+                    if spec.address and spec.node_timeout else ""
+                raise BadInput(f"{exc}{waited}") from None
+            if not told:
+                told = True
+                _request_node(spec)
+                if console is not None:
+                    console.print(f"waiting up to {left:.0f} s for a node with {spec.cpus_per_trial:g} CPU"
+                                  f"{f' and {spec.gpus_per_trial:g} GPU' if spec.gpus_per_trial else ''} to join {where} "
+                                  "(an autoscaling cluster adds one on demand); Ctrl-C to stop", soft_wrap=True)
+            if stop is not None:
+                stop.check()
+            time.sleep(min(2.0, max(left, 0.0)))
+
+
+def _request_node(spec: RunSpec | None) -> None:
+    """Ask an autoscaler (if the cluster has one) for a node that can hold one trial; None
+    withdraws the request (it would otherwise stand after the run)."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        bundle = {} if spec is None else {"CPU": spec.cpus_per_trial, **({"GPU": spec.gpus_per_trial} if spec.gpus_per_trial else {})}
+        request_resources(bundles=[bundle] if bundle else [])
+    except Exception:  # no autoscaler, or an older API: waiting is all we can do
+        pass
 
 
 def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> Path:
@@ -202,7 +244,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place
     stop.check()
-    _check_resources(spec)
+    _check_resources(spec, console, stop)
 
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])

@@ -142,3 +142,39 @@ def test_settle_unfinished_rewrites_only_running_and_interrupted_trials(tmp_path
     states = {p.parent.name: json.loads(p.read_text())["status"] for p in tmp_path.glob("trials/*/status.json")}
     assert states == {"a": "stopped", "b": "interrupted", "c": "complete", "d": "failed"}
     assert json.loads((tmp_path / "trials/a/status.json").read_text())["epochs_done"] == 1
+
+
+def _fake_nodes(monkeypatch, answers):
+    import ray
+
+    calls = iter(answers)
+    last = [answers[-1]]
+
+    def nodes():
+        last[0] = next(calls, last[0])
+        return [{"Alive": True, "Resources": r} for r in last[0]]
+
+    monkeypatch.setattr(ray, "nodes", nodes)
+    monkeypatch.setattr("search.tuner._request_node", lambda spec: None)
+    monkeypatch.setattr("search.tuner.time.sleep", lambda s: None)
+
+
+def test_a_cluster_is_given_time_to_add_a_node_and_this_machine_is_not(monkeypatch, tmp_path):
+    from rich.console import Console
+
+    from search.spec import RunSpec
+    from search.tuner import _check_resources
+
+    spec = RunSpec(space="gran_hbn", data="synthetic", name="r", storage=str(tmp_path), gpus_per_trial=1,
+                   address="10.0.0.1:6379", node_timeout=60)
+    console = Console(record=True, width=200)
+    _fake_nodes(monkeypatch, [[{"CPU": 4}], [{"CPU": 4}], [{"CPU": 4}, {"CPU": 8, "GPU": 1}]])
+    _check_resources(spec, console)  # the GPU node joined on the third look
+    said = console.export_text()
+    assert "waiting up to 60 s for a node with 1 CPU and 1 GPU" in said
+    _fake_nodes(monkeypatch, [[{"CPU": 4}]])
+    with pytest.raises(BadInput, match=r"no GPU.*waited 0 s"):
+        _check_resources(RunSpec(**{**spec.to_dict(), "node_timeout": 1e-6}), console)
+    local = RunSpec(**{**spec.to_dict(), "address": None})
+    with pytest.raises(BadInput, match="this machine has no GPU"):
+        _check_resources(local, console)
