@@ -131,6 +131,23 @@ def _results(run: Path):
     return pd.read_parquet(run / "results.parquet")
 
 
+def _tally(run: Path, step: str) -> dict:
+    """What the run holds now: printed (pytest -s shows it) as the transcript of each fault."""
+    disk = {t: s.get("status") for t, s in _statuses(run).items()}
+    res = _results(run) if (run / "results.parquet").exists() else None
+    states = res.drop_duplicates("trial_id").set_index("trial_id").status.to_dict() if res is not None else {}
+    configs = res.drop_duplicates("trial_id").filter(like="config.").apply(lambda r: "|".join(map(str, r)), axis=1) \
+        if res is not None and len(res) else []
+    out = {"step": step, "requested": TRIALS,
+           "complete": sum(1 for v in states.values() if v == "complete"),
+           "interrupted": sum(1 for v in states.values() if v == "interrupted"),
+           "duplicated": int(len(configs) - len(set(configs))),
+           "lost (complete on disk, not in results)": sum(1 for t, v in disk.items() if v == "complete"
+                                                          and states.get(t) != "complete")}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def _study(run: Path) -> list:
     from search.study import open_storage
 
@@ -152,8 +169,10 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     on_nodes = {t for t, s in _statuses(run).items() if s.get("status") == "running"}
     _kill_group(cluster["worker"])
     cluster["worker"].wait(30)
+    print(f"worker node killed at {time.strftime('%H:%M:%S')} while trials {sorted(on_nodes)} trained", flush=True)
     _wait(lambda: sum(1 for s in _statuses(run).values() if s.get("status") == "complete") >= 2, 400,
           "two complete trials after the worker node died")
+    _tally(run, "after the worker node died, two trials complete")
 
     # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs
     _wait(running_with_checkpoint(1), 240, "a running trial")
@@ -165,6 +184,7 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     states = res.drop_duplicates("trial_id").set_index("trial_id").status
     assert set(states) <= {"complete", "interrupted"} and "interrupted" in set(states), states
     assert not res[res.status == "interrupted"].on_front.any()
+    _tally(run, "after SIGINT (exit 130)")
 
     # 3. resume, then kill -9 the driver once a trial runs again
     driver = _search(cluster["address"], storage, log, "--resume")
@@ -173,13 +193,18 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
                       for s in _statuses(run).values()), 240, "a trial running after the resume")
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(30)
+    print(f"driver killed with SIGKILL at {time.strftime('%H:%M:%S')}", flush=True)
+    time.sleep(5)  # a trial of the dead driver may still finish on disk
     finished_on_disk = {t for t, s in _statuses(run).items() if s.get("status") == "complete"}
+    _tally(run, "after kill -9 of the driver, before resuming")
 
     # 4. resume: what finished on disk is collected at the start, and the run completes
     driver = _search(cluster["address"], storage, log, "--resume")
     _wait(lambda: finished_on_disk <= set(_results(run).query("status == 'complete'").trial_id), 120,
           "the trials finished on disk to be in results.parquet after the resume started", every=0.5)
+    _tally(run, "seconds after the second resume started")
     assert driver.wait(900) == 0, log.read_text()[-3000:]
+    _tally(run, "end (exit 0)")
 
     res = _results(run)
     per_trial = res.groupby("trial_id").agg(status=("status", "first"), n_status=("status", "nunique"),
@@ -190,6 +215,7 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     assert before <= set(per_trial.index)
     # the trial that trained on the killed node started again from its checkpoint, not from scratch
     starts = {t: _statuses(run)[t]["starts"] for t in on_nodes}
+    print("starts of the trials that trained when the node died:", json.dumps(starts), flush=True)
     assert any(len(st) >= 2 and st[1]["from_epoch"] >= 1 for st in starts.values()), starts
     configs = res.drop_duplicates("trial_id").filter(like="config.").apply(lambda r: "|".join(map(str, r)), axis=1)
     assert configs.nunique() == TRIALS  # no trial ran twice under two ids
