@@ -144,6 +144,9 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         options = space.resolve_options({k: getattr(args, k) for k in _space_options()})
     except ValueError as exc:
         return _fail(console, str(exc))
+    if "://" in args.storage:
+        return _fail(console, f"--storage {args.storage}: URIs (s3://, gs://, ...) are not supported yet; pass a "
+                              "directory every node mounts at the same path (NFS, a shared disk); see clusters/README.md")
     import torch
 
     gpus = args.gpus_per_trial

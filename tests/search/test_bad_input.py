@@ -123,6 +123,7 @@ CASES: dict[str, Case] = {
     "new run with a taken name": Case(["--space", "gran_hbn", *SYN, "--name", "kept"], "exists: pick another --name"),
     "multi-GPU trial": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "2"], "not supported yet"),
     "storage is a file": Case(["--space", "gran_hbn", *SYN], "is a file, not a directory", setup=_file_storage),
+    "storage given as a URI": Case(["--space", "gran_hbn", *SYN, "--storage", "s3://bucket/runs"], "are not supported yet"),
     "storage not writable": Case(["--space", "gran_hbn", *SYN, "--storage", "/proc/no/runs"], "is not writable"),
     "plugin module missing": Case(["--space", "gran_hbn", *SYN], "EXITSEARCH_SPACES",
                                   env={"EXITSEARCH_SPACES": "missing.module"}),

@@ -2,8 +2,8 @@
 separate processes (`ray start --head` / `ray start --address=...` on 127.0.0.1), torn down by
 the test. One search goes through every fault in turn, as a user would meet them:
 
-1. the worker node is killed (SIGKILL to its processes) while trials train on it: they restart
-   from their last checkpoint on the head node;
+1. the worker node is killed (SIGKILL to its processes) while a trial trains on it: Tune
+   restarts it from its last checkpoint on the head node, in the same run;
 2. the driver gets SIGINT (Ctrl-C): exit 130, running trials `interrupted`, a hint to resume;
    the run is resumed;
 3. the driver is killed with SIGKILL mid-search: a trial that finished on disk is in
@@ -32,7 +32,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-TRIALS = 4
+TRIALS = 3
 RAY = shutil.which("ray")
 
 
@@ -170,9 +170,14 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     _kill_group(cluster["worker"])
     cluster["worker"].wait(30)
     print(f"worker node killed at {time.strftime('%H:%M:%S')} while trials {sorted(on_nodes)} trained", flush=True)
-    _wait(lambda: sum(1 for s in _statuses(run).values() if s.get("status") == "complete") >= 2, 400,
-          "two complete trials after the worker node died")
-    _tally(run, "after the worker node died, two trials complete")
+
+    def restarted_from_checkpoint():
+        st = _statuses(run)
+        return any(len(st[t].get("starts", [])) >= 2 and st[t]["starts"][-1]["from_epoch"] >= 1 for t in on_nodes)
+
+    # Tune retries the trial of the dead node on the surviving one, from its last checkpoint
+    _wait(restarted_from_checkpoint, 400, "the dead node's trial to restart from its checkpoint")
+    _tally(run, "after the worker node died and its trial restarted on the head")
 
     # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs
     _wait(running_with_checkpoint(1), 240, "a running trial")
@@ -213,10 +218,8 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     assert (per_trial.status == "complete").all() and (per_trial.n_status == 1).all(), per_trial
     assert (per_trial.n_number == 1).all() and sorted(per_trial.number) == list(range(TRIALS)), per_trial
     assert before <= set(per_trial.index)
-    # the trial that trained on the killed node started again from its checkpoint, not from scratch
     starts = {t: _statuses(run)[t]["starts"] for t in on_nodes}
     print("starts of the trials that trained when the node died:", json.dumps(starts), flush=True)
-    assert any(len(st) >= 2 and st[1]["from_epoch"] >= 1 for st in starts.values()), starts
     configs = res.drop_duplicates("trial_id").filter(like="config.").apply(lambda r: "|".join(map(str, r)), axis=1)
     assert configs.nunique() == TRIALS  # no trial ran twice under two ids
     study = _study(run)
