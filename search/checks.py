@@ -94,21 +94,37 @@ def check_device(device: str, cuda_available: bool) -> None:
                        "or run on a machine with a GPU")
 
 
-def check_fits(cpus_per_trial: float, gpus_per_trial: float, nodes: Iterable[Mapping[str, Any]], where: str) -> None:
-    """At least one node can hold one trial; `nodes` are the alive nodes' total resources
+def check_fits(cpus_per_trial: float, gpus_per_trial: float, nodes: Iterable[Mapping[str, Any]], where: str,
+               workers: int = 1) -> None:
+    """The alive nodes can hold one trial: each of its `workers` processes (the trial's CPUs and
+    GPUs split evenly) on some node, all of them at once. `nodes` are the nodes' total resources
     ({"CPU": n, "GPU": m}). Refused before the search starts (else the trial waits forever)."""
     nodes = list(nodes)
-    if any(float(n.get("CPU", 0)) >= cpus_per_trial and float(n.get("GPU", 0)) >= gpus_per_trial for n in nodes):
+    cpu, gpu = cpus_per_trial / workers, gpus_per_trial / workers
+
+    def slots(n: Mapping[str, Any]) -> int:
+        by_cpu = float(n.get("CPU", 0)) / cpu
+        by_gpu = float(n.get("GPU", 0)) / gpu if gpu else by_cpu
+        return int(min(by_cpu, by_gpu) + 1e-9)
+
+    if sum(slots(n) for n in nodes) >= workers:
         return
     most_cpu = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)
     most_gpu = max((float(n.get("GPU", 0)) for n in nodes), default=0.0)
+    all_cpu = sum(float(n.get("CPU", 0)) for n in nodes)
+    all_gpu = sum(float(n.get("GPU", 0)) for n in nodes)
     wants = f"--cpus-per-trial {cpus_per_trial:g}" + (f" --gpus-per-trial {gpus_per_trial:g}" if gpus_per_trial else "")
-    if gpus_per_trial > most_gpu:
+    if workers > 1:
+        wants += f" --workers-per-trial {workers} ({cpu:g} CPU{f' and {gpu:g} GPU' if gpu else ''} for each worker)"
+    if gpu > most_gpu:
         has = "no GPU" if most_gpu == 0 else f"at most {most_gpu:g} GPU(s) on a node"
         fix = "--gpus-per-trial 0 (train on the CPU)" if most_gpu == 0 else f"--gpus-per-trial <= {most_gpu:g}"
-    else:
+    elif cpu > most_cpu:
         has = f"at most {most_cpu:g} CPU core(s) on a node"
-        fix = f"--cpus-per-trial <= {most_cpu:g}"
+        fix = f"--cpus-per-trial <= {most_cpu * workers:g}"
+    else:
+        has = f"{all_cpu:g} CPU core(s){f' and {all_gpu:g} GPU(s)' if gpu else ''} in all, not enough for {workers} workers at once"
+        fix = "fewer --workers-per-trial or a smaller --cpus-per-trial"
     raise BadInput(f"no trial can ever be placed: {wants} asked for, but {where} has {has}; use {fix}")
 
 

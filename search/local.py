@@ -25,6 +25,9 @@ def run_local(spec: RunSpec) -> Path:
 
     from trainables.loop import LocalReporter
 
+    if spec.workers > 1:
+        raise ValueError(f"workers_per_trial={spec.workers}: multi-worker trials run on Ray Train; use search.run "
+                         "(search.tuner.run_search), or 1 worker in the plain loop")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(spec.space)
     budget = space.budget(spec.budget)

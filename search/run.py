@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial, shared by its workers (default 1)")
+    p.add_argument("--workers-per-trial", type=int, default=None,
+                   help="data-parallel workers per trial (Ray Train TorchTrainer inside the Tune trial, Accelerate DDP; "
+                        "gloo on CPUs, one GPU each on GPUs); default: --gpus-per-trial when that is a whole number "
+                        "above 1, else 1")
     p.add_argument("--address", default=None, help="Ray cluster address to join (default: start Ray locally)")
     p.add_argument("--node-timeout", type=float, default=300.0,
                    help="with --address: seconds to wait for a node that can hold one trial (an autoscaling cluster "
@@ -166,6 +170,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             download=args.download,
             gpus_per_trial=gpus,
             cpus_per_trial=args.cpus_per_trial,
+            workers_per_trial=args.workers_per_trial if args.workers_per_trial is not None else max(1, int(gpus)),
             address=args.address,
             node_timeout=args.node_timeout,
             resume=args.resume,
@@ -176,8 +181,6 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             reuse_actors=not args.no_reuse_actors,
             options=options,
         )
-        if spec.gpus_per_trial > 1:
-            raise BadInput("multi-GPU trials (--gpus-per-trial > 1) are not supported yet; use <= 1")
         check_device(spec.device, torch.cuda.is_available())
         check_storage(spec.storage)
         check_resume(spec.run_dir, spec.resume, Path(spec.storage))

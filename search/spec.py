@@ -32,6 +32,7 @@ class RunSpec:
     download: bool = False
     gpus_per_trial: float = 0.0
     cpus_per_trial: float = 1.0
+    workers_per_trial: int = 1  # > 1: a data-parallel trial (Ray Train TorchTrainer inside the Tune trial)
     address: str | None = None  # None: start Ray locally in-process
     node_timeout: float = 300.0  # on a cluster: seconds to wait for a node that can hold a trial (autoscaling)
     resume: bool = False
@@ -51,6 +52,15 @@ class RunSpec:
             raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise ValueError("--gpus-per-trial above 1 must be a whole number")
+        if self.workers_per_trial < 1:
+            raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
+        if self.gpus_per_trial and self.workers_per_trial > 1 and self.gpus_per_trial != self.workers_per_trial:
+            raise ValueError(f"--workers-per-trial {self.workers_per_trial} with --gpus-per-trial {self.gpus_per_trial:g}: "
+                             "each worker of a multi-worker trial takes one whole GPU, so give both the same N "
+                             "(or --gpus-per-trial 0 for CPU workers)")
+        if self.gpus_per_trial > 1 and self.workers_per_trial == 1:
+            raise ValueError(f"--gpus-per-trial {self.gpus_per_trial:g} needs --workers-per-trial {self.gpus_per_trial:g} "
+                             "(one worker per GPU; leaving --workers-per-trial out sets it)")
         if self.cpus_per_trial <= 0:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
         if self.scheduler not in ("fifo", "asha"):
@@ -59,6 +69,10 @@ class RunSpec:
             raise ValueError(f"--node-timeout must be >= 0, got {self.node_timeout}")
         if self.retries < 0:
             raise ValueError("--retries must be >= 0")
+
+    @property
+    def workers(self) -> int:
+        return int(self.workers_per_trial)
 
     @property
     def run_dir(self) -> Path:

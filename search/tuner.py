@@ -67,7 +67,12 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
     trial_id = tune.get_context().get_trial_id()
     ctx = trial_context(space, spec_obj, trial_id, _TuneReporter(), references)
     try:
-        space.train(config, ctx, space.budget(spec_obj.budget), spec_obj.options)
+        if spec_obj.workers > 1:
+            from search.distributed import run_data_parallel
+
+            run_data_parallel(config, spec_obj, trial_id, references)
+        else:
+            space.train(config, ctx, space.budget(spec_obj.budget), spec_obj.options)
     except SystemExit as exc:
         # tune.report ends a trial that a scheduler stops with SystemExit(0): a stop, not a failure
         if exc.code not in (0, None):
@@ -184,7 +189,7 @@ def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = Non
     while True:
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         try:
-            check_fits(spec.cpus_per_trial, spec.gpus_per_trial, nodes, where)
+            check_fits(spec.cpus_per_trial, spec.gpus_per_trial, nodes, where, spec.workers)
             if told:
                 _request_node(None)  # the trials' own demand drives the autoscaler from here
             return
@@ -208,14 +213,34 @@ def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = Non
             time.sleep(min(2.0, max(left, 0.0)))
 
 
+def _per_worker(spec: RunSpec) -> tuple[float, float]:
+    """CPUs and GPUs one process of a trial needs on one node (a multi-worker trial's workers may
+    sit on different nodes)."""
+    return spec.cpus_per_trial / spec.workers, spec.gpus_per_trial / spec.workers
+
+
+def _trial_resources(spec: RunSpec) -> dict[str, float]:
+    """What Tune reserves for a trial. A multi-worker trial's Tune process only drives its Ray Train
+    workers: it keeps a sliver of the trial's CPUs (Tune refuses an empty request) and the workers
+    reserve the rest and the GPUs themselves (search/distributed.py)."""
+    if spec.workers > 1:
+        from search.distributed import DRIVER_CPU
+
+        return {"cpu": DRIVER_CPU, "gpu": 0}
+    return {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
+
+
 def _request_node(spec: RunSpec | None) -> None:
     """Ask an autoscaler (if the cluster has one) for a node that can hold one trial; None
     withdraws the request (it would otherwise stand after the run)."""
     try:
         from ray.autoscaler.sdk import request_resources
 
-        bundle = {} if spec is None else {"CPU": spec.cpus_per_trial, **({"GPU": spec.gpus_per_trial} if spec.gpus_per_trial else {})}
-        request_resources(bundles=[bundle] if bundle else [])
+        if spec is None:
+            request_resources(bundles=[])
+            return
+        cpu, gpu = _per_worker(spec)
+        request_resources(bundles=[{"CPU": cpu, **({"GPU": gpu} if gpu else {})}] * spec.workers)
     except Exception:  # no autoscaler, or an older API: waiting is all we can do
         pass
 
@@ -275,7 +300,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     writer = ResultsWriter(write_results, display)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial},
+        _trial_resources(spec),
     )
     scheduler = None
     if spec.scheduler == "asha":

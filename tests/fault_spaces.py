@@ -7,6 +7,7 @@ cost): the outer search is multi-objective over that point.
 `tiny_asha`: three epochs a trial, so an ASHA scheduler has something to stop.
 `faulty`: gran_hbn plus a derived `fault` that makes a trial raise, diverge (a NaN loss), or
 train normally, to check that one failed trial never sinks a search.
+`kill_worker`: two epochs; a data-parallel trial's second worker is killed once, mid-trial.
 """
 
 from __future__ import annotations
@@ -119,3 +120,35 @@ def tiny_branchy():
     return dataclasses.replace(base, name="tiny_branchy", default_data="synthetic",
                                budgets={"smoke": Budget("smoke", epochs=1, data_size="tiny", trials=3, calibration=cal)})
 
+
+
+class WorkerKilling(GranHBN):
+    """gran_hbn whose second-rank worker (RANK=1 in a data-parallel trial) is killed (SIGKILL, as
+    a lost node or an OOM kill would) at its second step of the second epoch, once per test: the
+    file named by EXITSEARCH_KILL_MARK records that it happened."""
+
+    def make_loss(self, config: Mapping[str, Any], n_exits: int, data):
+        import os
+        import signal
+        import time
+        from pathlib import Path
+
+        loss = super().make_loss(config, n_exits, data)
+        mark = os.environ.get("EXITSEARCH_KILL_MARK")
+
+        def killing(outs, yf, yc, epoch):
+            # past the second epoch's first step: the first step's gradient all-reduce means the main
+            # worker has reported epoch 1 with its checkpoint; a few seconds let Ray Train register it
+            if mark and epoch > 1.0 and os.environ.get("RANK") == "1" and not Path(mark).exists():
+                Path(mark).write_text(f"{os.getpid()}\n")
+                time.sleep(3)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return loss(outs, yf, yc, epoch)
+
+        return killing
+
+
+@register_space
+def kill_worker():
+    """Two epochs a trial; a data-parallel trial's second worker dies once in its second epoch."""
+    return _space("kill_worker", WorkerKilling, budget=Budget("smoke", epochs=2, data_size="tiny", trials=2, calibration=TINY_CAL))

@@ -187,6 +187,9 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         torch.set_num_threads(max(1, int(ctx.cpu_threads)))
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
     device = accelerator.device
+    # a data-parallel trial (Ray Train workers, Accelerate DDP): every worker trains on its slice of
+    # each global batch; the main one measures, evaluates, writes and checkpoints
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
     ds = load_data(ctx.data, ctx.data_root, size=ctx.data_size, download=ctx.download, seed=ctx.data_seed)
     data = DataInfo.of(ds)
@@ -200,7 +203,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
     prof = None
-    if family.latency:
+    if family.latency and main:
         prof = measure_latency(model, data.channels, data.image_size, autocast=accelerator.autocast,
                                **family.calibration.get("latency", {}))
         references["latency_ms"] = reference_latency(family, data, device, accelerator.autocast)
@@ -214,10 +217,12 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
 
     loader_kw = dict(coarse_of=np.asarray(data.coarse_of), device=device, mean=data.mean, std=data.std,
                      channels_last=use_cuda)
-    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, **loader_kw)
+    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, shard=(rank, world), **loader_kw)
     calib_loader = DeviceLoader(ds.calib, batch_size=1024, train=False, **loader_kw)
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the training split ({len(ds.train)} images)")
+    if batch_size < world:
+        raise ValueError(f"batch_size {batch_size} is smaller than the trial's {world} workers")
 
     opt = make_optimizer(config, model.parameters())
     sched = make_scheduler(config, opt, epochs, len(train_loader))
@@ -237,7 +242,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         curves = list(state["curves"])
 
     def cache(loader: DeviceLoader, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
-        logits, loss = exit_outputs(model, loader, accelerator.autocast, loss_fn, epoch)
+        logits, loss = exit_outputs(net, loader, accelerator.autocast, loss_fn, epoch)
         labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
@@ -247,26 +252,37 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": epochs, "epochs_done": start_epoch,
         "seed": seed, "config": config,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
-                       "pid": os.getpid()},
+                       "pid": os.getpid(), "workers": world,
+                       **({"backend": torch.distributed.get_backend()} if world > 1 else {})},
         "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
         # every start of this trial (a retry after a crash or a lost node, a resumed run): from which epoch, where
         "starts": _previous_starts(trial_dir) + [{"from_epoch": start_epoch, "pid": os.getpid(),
                                                   "at": datetime.now(timezone.utc).isoformat()}],
     }
-    _write_status(trial_dir, status)
+    if main:
+        _write_status(trial_dir, status)
 
     metrics: dict[str, Any] = {}
     steps = len(train_loader)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         loss_sum = run_epoch(model, opt, sched, train_loader, loss_fn, accelerator, epoch)
+        if world > 1:  # every worker sees the same mean, so all of them stop on a divergence
+            loss_sum = accelerator.reduce(loss_sum, reduction="mean")
         mean_loss = float(loss_sum.item()) / steps  # one device sync per epoch, not per step
         if not math.isfinite(mean_loss):
             raise TrialDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}/{epochs}")
         seconds = time.perf_counter() - t0
 
         last = epoch == epochs - 1
+        lr = float(opt.param_groups[0]["lr"])
+        if not main:  # the other workers only need the calibration loss a plateau schedule steps on
+            if per_epoch_schedule(sched):
+                sched.step(cache(calib_loader, epoch + 1)[1])
+            metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss}
+            ctx.reporter.report(metrics, None)
+            continue
         if last and prof is not None:
             # a second timing round, apart in time from the first: keep each segment's faster one
             prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=accelerator.autocast,
@@ -274,7 +290,6 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             set_latency(prof)
             status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
         calib_cache, calib_loss = cache(calib_loader, epoch + 1)
-        lr = float(opt.param_groups[0]["lr"])
         if per_epoch_schedule(sched):
             sched.step(calib_loss)  # ReduceLROnPlateau: on the calibration loss, once an epoch
         t1 = time.perf_counter()

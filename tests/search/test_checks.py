@@ -30,6 +30,16 @@ def test_fits_needs_one_node_with_room_for_a_whole_trial():
         check_fits(1, 0, [], "the cluster")  # no alive node at all
 
 
+def test_fits_a_multi_worker_trial_over_several_nodes_or_refuses_it():
+    two = [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0, "GPU": 1.0}]
+    check_fits(2, 2, two, "the cluster", workers=2)  # one worker (1 CPU, 1 GPU) on each node
+    check_fits(2, 0, [{"CPU": 2.0}], "this machine", workers=2)  # two CPU workers side by side
+    with pytest.raises(BadInput, match=r"--workers-per-trial 3 .*not enough for 3 workers at once"):
+        check_fits(3, 3, two, "the cluster", workers=3)
+    with pytest.raises(BadInput, match=r"each worker\).*at most 2 CPU core\(s\) on a node; use --cpus-per-trial <= 8"):
+        check_fits(12, 0, [{"CPU": 2.0}], "this machine", workers=4)  # 3 CPUs a worker: no node has them
+
+
 def test_storage_must_be_a_writable_directory(tmp_path):
     check_storage(tmp_path / "new" / "runs")  # made later, with its parents
     assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []  # the probe left nothing
