@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
+                   help="GPUs per trial; fractions pack trials onto one GPU (default with a GPU: 1/k, k trials per GPU as "
+                        "many as the space's largest network's measured memory, the CPUs and a cap of 8 allow; "
+                        "else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial (default 1)")
     p.add_argument("--address", default=None, help="Ray cluster address to join (default: start Ray locally)")
     p.add_argument("--node-timeout", type=float, default=300.0,
@@ -149,9 +151,11 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
                               "directory every node mounts at the same path (NFS, a shared disk); see clusters/README.md")
     import torch
 
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 0.25 if torch.cuda.is_available() else 0.0
+    gpus, packing = args.gpus_per_trial, None
+    if gpus is None:  # on a GPU: as many trials per GPU as a measured trial's memory allows (search/packing.py)
+        from search.packing import measured_default
+
+        gpus, packing = measured_default(space, data, options, args, console)
     try:
         spec = RunSpec(
             space=args.space,
@@ -175,6 +179,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             report=not args.no_report,
             reuse_actors=not args.no_reuse_actors,
             options=options,
+            packing=packing,
         )
         if spec.gpus_per_trial > 1:
             raise BadInput("multi-GPU trials (--gpus-per-trial > 1) are not supported yet; use <= 1")
