@@ -1,6 +1,8 @@
 """What a run and its trials start from, built once for every runner (Ray Tune or the plain loop).
 
 * `reference_costs`: the cost normalisers (FLOPs of the space's largest network on this dataset);
+* `load_reference_data`: the dataset, loaded once for whoever needs it before the run starts
+  (search/packing.py measures a trial's memory with it) and handed to `reference_costs`;
 * `run_document`: the frozen spec stored as spec.json: arguments, the space's declaration (which
   fixes the results schema and the report), references, budget, provenance;
 * `trial_context`: the infrastructure of one trial (its directory, data, device, seed);
@@ -19,7 +21,9 @@ from search.spec import RunSpec
 from spaces import Space
 from trainables.atomic import write_json
 
-__all__ = ["record_failure", "reference_costs", "run_document", "trial_context", "trial_seed"]
+__all__ = ["load_reference_data", "record_failure", "reference_costs", "run_document", "trial_context", "trial_seed"]
+
+_HANDOVER: dict[tuple, Any] = {}  # at most one dataset, loaded before reference_costs and taken by it
 
 
 def trial_seed(run_seed: int, trial_id: str) -> int:
@@ -31,16 +35,35 @@ def data_size(space: Space, spec: RunSpec) -> str:
     return spec.data_size or space.budget(spec.budget).data_size
 
 
+def _data_key(data: str, data_root: str | None, seed: int, download: bool, size: str) -> tuple:
+    return (data, data_root, int(seed), bool(download), size)
+
+
+def load_reference_data(space: Space, spec: RunSpec | Any):
+    """The run's dataset (`spec` may be a RunSpec or anything with its data, data_root, seed,
+    download, data_size and budget), kept for the next `reference_costs` of the same data so
+    that it is read once."""
+    from trainables.data import get_dataset
+
+    size = spec.data_size or space.budget(spec.budget).data_size
+    key = _data_key(spec.data, spec.data_root, spec.seed, spec.download, size)
+    if key not in _HANDOVER:
+        _HANDOVER.clear()
+        _HANDOVER[key] = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=size)
+    return _HANDOVER[key]
+
+
 def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     """FLOPs of the space's largest network on this dataset's images (the cost normaliser).
     Loading the dataset here also fails fast, before any trial starts, when it is missing or
-    when the family cannot use it."""
+    when the family cannot use it. A dataset `load_reference_data` already loaded is taken
+    (and no longer kept)."""
     from trainables.cost import exit_flops
-    from trainables.data import get_dataset
     from trainables.family import DataInfo
 
     budget = space.budget(spec.budget)
-    ds = get_dataset(spec.data, spec.data_root, seed=spec.seed, download=spec.download, size=data_size(space, spec))
+    ds = load_reference_data(space, spec)
+    _HANDOVER.clear()
     data = DataInfo.of(ds)
     family = space.family(budget, space.resolve_options(spec.options))
     family.check(data)  # UnsuitableData before any trial starts

@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per trial; fractions pack trials onto one GPU (default: 0.25 when a GPU is present, else 0)")
+                   help="GPUs per trial; fractions pack trials onto one GPU (default with a GPU: 1/k, k trials per GPU as "
+                        "many as the space's largest network's measured memory, the CPUs and a cap of 8 allow; "
+                        "else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPU cores per trial, shared by its workers (default 1)")
     p.add_argument("--workers-per-trial", type=int, default=None,
                    help="data-parallel workers per trial (Ray Train TorchTrainer inside the Tune trial, Accelerate DDP; "
@@ -153,9 +155,11 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
                               "directory every node mounts at the same path (NFS, a shared disk); see clusters/README.md")
     import torch
 
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 0.25 if torch.cuda.is_available() else 0.0
+    gpus, packing = args.gpus_per_trial, None
+    if gpus is None:  # on a GPU: as many trials per GPU as a measured trial's memory allows (search/packing.py)
+        from search.packing import measured_default
+
+        gpus, packing = measured_default(space, data, options, args, console)
     try:
         spec = RunSpec(
             space=args.space,
@@ -180,6 +184,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             report=not args.no_report,
             reuse_actors=not args.no_reuse_actors,
             options=options,
+            packing=packing,
         )
         check_device(spec.device, torch.cuda.is_available())
         check_storage(spec.storage)

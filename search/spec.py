@@ -42,6 +42,8 @@ class RunSpec:
     report: bool = True
     reuse_actors: bool = True  # Tune runs trials in reused worker processes
     options: dict[str, str] = field(default_factory=dict)  # the space's own run options, e.g. {"objective": "latency"}
+    # how the default --gpus-per-trial was chosen (search/packing.py); None when it was given or there is no GPU
+    packing: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -148,13 +148,19 @@ def trial_dirname(trial) -> str:
     return f"tune_{trial.trial_id}"
 
 
+def _slots(total: float, per: float) -> int:
+    """How many trials asking `per` fit in `total`, in Ray's fixed-point resource accounting
+    (units of 1e-4): in floats 1.0 // 0.2 is 4, Ray places 5."""
+    return int(round(total * 10_000) // round(per * 10_000))
+
+
 def _concurrency(spec: RunSpec) -> int:
     import ray
 
     res = ray.cluster_resources()
-    by_cpu = int(res.get("CPU", 1) // spec.cpus_per_trial)
+    by_cpu = _slots(res.get("CPU", 1), spec.cpus_per_trial)
     if spec.gpus_per_trial > 0:
-        return max(1, min(by_cpu, int(res.get("GPU", 0) // spec.gpus_per_trial)))
+        return max(1, min(by_cpu, _slots(res.get("GPU", 0), spec.gpus_per_trial)))
     return max(1, by_cpu)
 
 
