@@ -80,7 +80,9 @@ def _free_port() -> int:
 
 
 def _tail(text: str, n: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-n:])
+    """The last n lines, without ssh's chatter ("Shared connection to ... closed.", host key warnings)."""
+    lines = [line for line in text.rstrip().splitlines() if not line.startswith(("Shared connection to", "Warning: "))]
+    return "\n".join(lines[-n:])
 
 
 def _run(cmd, timeout: float, **kw) -> subprocess.CompletedProcess:
