@@ -3,7 +3,9 @@
 Loading and augmenting uint8 on the device is faster than a per-sample PIL pipeline
 (benchmarks/throughput.py measures it): a split is copied to the device once, then each batch is
 gathered, randomly cropped (pad by size/8) and flipped there, normalised and (on a GPU) laid out
-channels_last. Datasets are read-only, so a reused worker keeps the last one between trials.
+channels_last. Datasets are read-only, so a reused worker keeps the last one between trials, and
+every worker on a node maps the same decoded copy (trainables/data/node_cache.py; EXITSEARCH_NODE_CACHE=off
+decodes in every process instead).
 
 A data-parallel trial's workers (`shard=(rank, world)`) each hold the split and draw the same
 global batch order and augmentation; each trains on its contiguous slice of every global batch,
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from trainables.data import Dataset, Split, get_dataset
+from trainables.data import Dataset, Split, get_dataset, node_cache
 
 __all__ = ["DeviceLoader", "load_data"]
 
@@ -27,11 +29,18 @@ _DATA_CACHE: dict[tuple, Dataset] = {}
 
 
 def load_data(name: str, root: str | None, *, size: str, download: bool, seed: int) -> Dataset:
-    """The dataset, kept in memory for the next trial of a reused worker."""
-    key = (name, root, size, download, seed)
+    """The dataset, kept in memory for the next trial of a reused worker.
+
+    A worker's first trial maps the node's decoded copy (written by whichever process on the node
+    asked first, see trainables/data/node_cache.py) rather than reading and decoding the files itself.
+    """
+    key = (name, root, size, download, seed, node_cache.cache_dir())
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = get_dataset(name, root, seed=seed, download=download, size=size)
+        _DATA_CACHE[key] = node_cache.load(
+            name, root, size=size, seed=seed, download=download,
+            build=lambda: get_dataset(name, root, seed=seed, download=download, size=size),
+        )
     return _DATA_CACHE[key]
 
 

@@ -56,3 +56,11 @@ def test_trial_overhead_benchmark():
     lines = bench([sys.executable, "-m", "benchmarks.trial_overhead", "--trials", "1"], timeout=900)
     assert [ln.get("reuse_actors") for ln in lines[:2]] == [True, False]
     assert "wall_ratio_off_over_on" in lines[-1]
+
+
+def test_trial_startup_benchmark():
+    lines = bench([sys.executable, "-m", "benchmarks.trial_startup", "--data", "synthetic", "--size", "tiny",
+                   "--repeats", "1", "--batch", "32"])
+    assert [ln.get("arm") for ln in lines[:3]] == ["off", "cold", "warm"]
+    assert all(ln["train_images"] == 1000 and ln["median_load_s"] > 0 and ln["median_process_s"] > 0 for ln in lines[:3])
+    assert lines[-1]["data_s_ratio_with_over_without"] > 0 and lines[-1]["process_s_ratio_with_over_without"] > 0
