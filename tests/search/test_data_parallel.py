@@ -9,6 +9,7 @@
   * a network with BatchNorm (ResNet): each worker normalises by its half-batch's statistics (no
     SyncBatchNorm on CPUs), a real difference in the computation: per-epoch training loss within
     5% relative and the final exit's calibration accuracy within 5 points.
+- An interrupted multi-worker trial resumes (`--resume`) from Ray Train's last checkpoint.
 - Two multi-worker trials run at once on a machine that holds exactly their workers (Ray issue
   #54305: Train inside Tune deadlocking over resources), and a worker killed mid-trial (SIGKILL)
   is restarted by Ray Train from the trial's last checkpoint.
@@ -98,3 +99,34 @@ def test_two_multi_worker_trials_at_once_and_a_killed_worker_resumes_from_checkp
     results = pq.read_table(run / "results.parquet").to_pylist()
     assert {r["trial_id"] for r in results} == {s["trial_id"] for s in statuses}
     assert {r["status"] for r in results} == {"complete"}
+
+
+def test_an_interrupted_multi_worker_trial_resumes_from_its_ray_train_checkpoint(tmp_path):
+    """Ctrl-C mid-trial, then --resume: Tune restarts the trial, whose TorchTrainer (same name and
+    storage) restores Ray Train's last checkpoint."""
+    import signal
+    import time
+
+    storage = tmp_path / "runs"
+    args = [sys.executable, "-m", "search.run", "--space", "tiny_asha", "--data-size", "full", "--trials", "1",
+            "--workers-per-trial", "2", "--cpus-per-trial", "2", "--storage", str(storage), "--name", "r", "--no-report"]
+    p = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    train = storage / "r" / "train"
+    deadline = time.monotonic() + 600
+    # Ray Train writes its snapshot once it has registered a checkpoint
+    while not list(train.glob("*/checkpoint_manager_snapshot.json")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(1)
+    assert list(train.glob("*/checkpoint_*")), "no Ray Train checkpoint appeared"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-3000:]
+    (status_path,) = (storage / "r" / "trials").glob("*/status.json")
+    before = json.loads(status_path.read_text())
+    assert before["status"] == "interrupted" and before["epochs_done"] < 3, before["status"]
+    out = subprocess.run(args + ["--resume"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = json.loads(status_path.read_text())
+    assert after["status"] == "complete" and after["epochs_done"] == 3
+    # restarted once, from the epoch after the checkpoint it had, not from scratch
+    starts = [s["from_epoch"] for s in after["starts"]]
+    assert len(starts) == 2 and starts[0] == 0 and 1 <= starts[1] <= before["epochs_done"], starts

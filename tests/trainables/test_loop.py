@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from spaces import get_space
+from trainables.data import Split
 from trainables.device_data import DeviceLoader
 from trainables.loop import LocalReporter, TrialContext, TrialDiverged, run_trial
 from trainables.pareto import hypervolume
@@ -50,6 +51,28 @@ def test_device_loader_augments_on_device_deterministically():
     assert torch.equal(ev[0][0], imgs[:2].float()) and ev[1][2].tolist() == [1, 1]
     # a crop with padding keeps the shape; values come from the image or the zero padding
     assert a[0].shape == (2, 3, 8, 8) and set(a[0].unique().tolist()) <= set(range(256))
+
+
+def test_data_parallel_shards_are_slices_of_the_same_global_batch():
+    """Workers of a data-parallel trial see, together, exactly the batch one worker would have:
+    same images, same augmentation draws, same labels; slices differ in size by at most one."""
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (23, 3, 8, 8), dtype=torch.uint8, generator=g)
+    split = Split(imgs, torch.arange(23) % 4)
+    kw = dict(coarse_of=np.array([0, 0, 1, 1]), batch_size=7, device=torch.device("cpu"),
+              mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2), train=True, seed=3)
+    for world in (2, 3):
+        whole = list(DeviceLoader(split, **kw).epoch(1))
+        parts = [list(DeviceLoader(split, shard=(r, world), **kw).epoch(1)) for r in range(world)]
+        assert all(len(p) == len(whole) == 3 for p in parts)  # every worker takes the same number of steps
+        for step, (x, yf, yc) in enumerate(whole):
+            xs = [p[step] for p in parts]
+            assert torch.equal(torch.cat([t[0] for t in xs]), x)
+            assert torch.equal(torch.cat([t[1] for t in xs]), yf) and torch.equal(torch.cat([t[2] for t in xs]), yc)
+            sizes = [len(t[0]) for t in xs]
+            assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 7
+    with pytest.raises(ValueError, match="shard"):
+        DeviceLoader(split, shard=(2, 2), **kw)
 
 
 def test_trial_writes_points_caches_front_and_checkpoint(tmp_path):
