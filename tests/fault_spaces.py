@@ -130,22 +130,37 @@ class WorkerKilling(GranHBN):
     def make_loss(self, config: Mapping[str, Any], n_exits: int, data):
         import os
         import signal
-        import time
         from pathlib import Path
 
         loss = super().make_loss(config, n_exits, data)
         mark = os.environ.get("EXITSEARCH_KILL_MARK")
 
         def killing(outs, yf, yc, epoch):
-            # past the second epoch's first step: the first step's gradient all-reduce means the main
-            # worker has reported epoch 1 with its checkpoint; a few seconds let Ray Train register it
+            # past the second epoch's first step (its gradient all-reduce means the main worker has
+            # reported epoch 1 with its checkpoint), once Ray Train has registered that checkpoint:
+            # it writes the trial's snapshot then, under EXITSEARCH_KILL_WATCH/RUN/train/TRIAL
             if mark and epoch > 1.0 and os.environ.get("RANK") == "1" and not Path(mark).exists():
                 Path(mark).write_text(f"{os.getpid()}\n")
-                time.sleep(3)
+                _wait_for_snapshot()
                 os.kill(os.getpid(), signal.SIGKILL)
             return loss(outs, yf, yc, epoch)
 
         return killing
+
+
+def _wait_for_snapshot(timeout: float = 120.0) -> None:
+    import os
+    import time
+    from pathlib import Path
+
+    import ray.train
+
+    watch, trial = os.environ.get("EXITSEARCH_KILL_WATCH"), ray.train.get_context().get_experiment_name()
+    deadline = time.monotonic() + timeout
+    while watch and time.monotonic() < deadline:
+        if list(Path(watch).glob(f"*/train/{trial}/checkpoint_manager_snapshot.json")):
+            return
+        time.sleep(0.5)
 
 
 @register_space

@@ -79,7 +79,8 @@ def test_two_multi_worker_trials_at_once_and_a_killed_worker_resumes_from_checkp
     out = subprocess.run(
         [sys.executable, "-m", "search.run", "--space", "kill_worker", "--trials", "2", "--workers-per-trial", "2",
          "--cpus-per-trial", "1", "--retries", "1", "--storage", str(tmp_path / "runs"), "--name", "dp", "--no-report"],
-        cwd=ROOT, env=_env(EXITSEARCH_KILL_MARK=str(mark)), capture_output=True, text=True, timeout=900)
+        cwd=ROOT, env=_env(EXITSEARCH_KILL_MARK=str(mark), EXITSEARCH_KILL_WATCH=str(tmp_path / "runs")),
+        capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert mark.exists(), "no worker was killed: the test did not test anything"
