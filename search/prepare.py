@@ -45,7 +45,7 @@ def load_reference_data(space: Space, spec: RunSpec | Any):
     that it is read once."""
     from trainables.data import get_dataset
 
-    size = spec.data_size or space.budget(spec.budget).data_size
+    size = data_size(space, spec)
     key = _data_key(spec.data, spec.data_root, spec.seed, spec.download, size)
     if key not in _HANDOVER:
         _HANDOVER.clear()

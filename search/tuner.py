@@ -219,12 +219,6 @@ def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = Non
             time.sleep(min(2.0, max(left, 0.0)))
 
 
-def _per_worker(spec: RunSpec) -> tuple[float, float]:
-    """CPUs and GPUs one process of a trial needs on one node (a multi-worker trial's workers may
-    sit on different nodes)."""
-    return spec.cpus_per_trial / spec.workers, spec.gpus_per_trial / spec.workers
-
-
 def _trial_resources(spec: RunSpec) -> dict[str, float]:
     """What Tune reserves for a trial. A multi-worker trial's Tune process only drives its Ray Train
     workers: it keeps a sliver of the trial's CPUs (Tune refuses an empty request) and the workers
@@ -245,8 +239,13 @@ def _request_node(spec: RunSpec | None) -> None:
         if spec is None:
             request_resources(bundles=[])
             return
-        cpu, gpu = _per_worker(spec)
-        request_resources(bundles=[{"CPU": cpu, **({"GPU": gpu} if gpu else {})}] * spec.workers)
+        if spec.workers > 1:  # the bundles the trial's Ray Train workers will ask for
+            from search.distributed import worker_resources
+
+            request_resources(bundles=[worker_resources(spec)] * spec.workers)
+        else:
+            request_resources(bundles=[{"CPU": spec.cpus_per_trial,
+                                        **({"GPU": spec.gpus_per_trial} if spec.gpus_per_trial else {})}])
     except Exception:  # no autoscaler, or an older API: waiting is all we can do
         pass
 
