@@ -72,13 +72,19 @@ def build_report(run_dir: str | Path, console: Console | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.build",
                                      description="Build RUN_DIR/report.html and RUN_DIR/figures/ from a search's results.")
-    parser.add_argument("run_dir", type=Path, help="the run directory (holds results.parquet)")
+    parser.add_argument("run_dir", help="the run directory (holds results.parquet), or a bucket run: "
+                        "s3://BUCKET/PREFIX/RUN (fetched to this machine's copy; the report is pushed back)")
     args = parser.parse_args(argv)
     from rich.console import Console
 
+    from trainables.storage import StorageError, fetch_run
+
     try:
-        build_report(args.run_dir, console=Console())
-    except ReportInputError as exc:
+        run_dir, mirror = fetch_run(args.run_dir)
+        build_report(run_dir, console=Console())
+        if mirror is not None:
+            mirror.push("report.html", "figures")
+    except (ReportInputError, StorageError) as exc:
         print(f"reports.build: error: {exc}", file=sys.stderr)
         return 2
     return 0

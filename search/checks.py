@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BadInput", "check_address", "check_device", "check_fits", "check_resumable", "check_resume",
-           "check_results_readable", "check_storage"]
+__all__ = ["BadInput", "check_address", "check_bucket_run", "check_device", "check_fits", "check_resumable",
+           "check_resume", "check_results_readable", "check_storage"]
 
 
 class BadInput(ValueError):
@@ -24,7 +24,21 @@ class BadInput(ValueError):
 
 def check_storage(storage: str | Path) -> None:
     """`--storage` must be a directory this process can create run directories in (it is made
-    when missing, with its parents: the nearest existing ancestor must then be writable)."""
+    when missing, with its parents: the nearest existing ancestor must then be writable), or a
+    bucket URI this process can write to (trainables/storage.py)."""
+    from trainables.storage import StorageError, is_uri, open_run
+
+    if is_uri(str(storage)):
+        try:
+            open_run(str(storage), "-").probe()
+        except StorageError as exc:
+            raise BadInput(str(exc)) from exc
+        except OSError as exc:
+            raise BadInput(f"--storage {storage} cannot be written ({exc}); check that the bucket exists, this "
+                           "machine's credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an instance role; "
+                           "Google application default credentials), and for an S3-compatible server the "
+                           "?endpoint_override=HOST:PORT&scheme=http options (clusters/README.md)") from exc
+        return
     path = Path(storage)
     if path.exists() and not path.is_dir():
         raise BadInput(f"--storage {path} is a file, not a directory: pass a directory for the run directories")
@@ -59,6 +73,30 @@ def check_resume(run_dir: Path, resume: bool, storage: Path) -> None:
     except (OSError, ValueError) as exc:
         raise BadInput(f"{spec} cannot be read ({exc}): the run cannot be resumed; start a new run with "
                        "another --name (its finished trials stay in their directories)") from exc
+
+
+def check_bucket_run(storage: str, name: str, resume: bool, mirror: Path) -> None:
+    """A new bucket run needs a name the bucket (and this machine's copy of it) does not hold;
+    a resumed one must be in the bucket."""
+    from trainables.storage import open_run
+
+    remote = open_run(storage, name)
+    try:
+        there = remote.exists("spec.json")
+        known = [] if there or not resume else remote.runs()
+    except OSError as exc:
+        raise BadInput(f"--storage {storage} cannot be read ({exc})") from exc
+    if not resume:
+        if there:
+            raise BadInput(f"run {name!r} exists in {storage}: pick another --name, or add --resume to continue it")
+        if (mirror / "spec.json").exists():
+            raise BadInput(f"run {name!r} is not in {storage}, but this machine has a copy of a run of that name at "
+                           f"{mirror}: move that directory aside (it may be the only copy left), or pick another --name")
+        return
+    if not there:
+        hint = f"runs in {storage}: {', '.join(known)}" if known else f"there are no runs in {storage}"
+        raise BadInput(f"there is no run {name!r} to resume in {storage}; {hint}. Drop --resume to start it, or name "
+                       "an existing run with --name (and --storage)")
 
 
 def check_results_readable(run_dir: Path) -> None:

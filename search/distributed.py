@@ -66,6 +66,7 @@ def _worker(args: dict[str, Any]) -> None:
     import ray.train
 
     from search.prepare import record_failure, trial_context
+    from trainables.storage import trial_sync
     from spaces import get_space
 
     spec = RunSpec.from_dict(args["spec"])
@@ -73,12 +74,21 @@ def _worker(args: dict[str, Any]) -> None:
     ctx = trial_context(space, spec, args["trial_id"], TrainReporter(), args["references"])
     ctx.cpu_threads = max(1, int(spec.cpus_per_trial / spec.workers))
     main = ray.train.get_context().get_world_rank() == 0
+    sync = trial_sync(spec, args["trial_id"]) if main else None  # a bucket run: the main worker's files go up
+    if sync is not None:
+        sync.pull()
+        ctx.reporter = sync.reporter(ctx.reporter)
     try:
         space.train(args["config"], ctx, space.budget(spec.budget), spec.options)
     except BaseException as exc:
         if main:
             record_failure(Path(ctx.trial_dir), args["config"], exc)
+        if sync is not None:
+            sync.push()
+            sync.done()
         raise
+    if sync is not None:  # its last report pushed the trial's files
+        sync.done()
 
 
 def run_data_parallel(config: dict[str, Any], spec: RunSpec, trial_id: str, references: dict[str, float],
@@ -99,7 +109,7 @@ def run_data_parallel(config: dict[str, Any], spec: RunSpec, trial_id: str, refe
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=RunConfig(
             name=trial_id,
-            storage_path=str(spec.run_dir / "train"),
+            storage_path=spec.location("train"),
             failure_config=FailureConfig(max_failures=spec.retries),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()] if in_tune else [],

@@ -5,6 +5,7 @@
     clf = load_operating_point("runs/my-run", min_specificity=0.5)  # your constraints (calibration scores)
     clf = load_operating_point("runs/my-run", max_latency_ms=2.0)
     clf = load_operating_point("runs/my-run", point_id=pid)         # any point_id of results.parquet
+    clf = load_operating_point("s3://bucket/runs/my-run")          # a bucket run: fetched to this machine first
     pred = clf.predict(images_uint8)                               # pred.label, pred.level, pred.exit, pred.name
 
 The choice is made among the run's global-front points on CALIBRATION scores, never test: the
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 from reports.schema import read_results
 from trainables.contract import Declaration, Selection
 from trainables.dynamic import DynamicClassifier
+from trainables.storage import fetch_run, is_uri
 
 __all__ = ["choose_point", "load_operating_point"]
 
@@ -53,6 +55,8 @@ def choose_point(rows: list[dict[str, Any]], decl: Declaration, selection: Selec
 
 def load_operating_point(run_dir: str | Path, point_id: str | None = None, *, device: str = "cpu",
                          selection: Selection | None = None, **constraints: float) -> DynamicClassifier:
+    if is_uri(str(run_dir)):  # a bucket run (s3://BUCKET/PREFIX/RUN): fetched into this machine's copy
+        run_dir, _ = fetch_run(str(run_dir))
     run_dir = Path(run_dir)
     spec, space, family = _run_space(run_dir)
     decl = Declaration.from_dict(spec["declaration"]) if "declaration" in spec else family.declaration

@@ -28,6 +28,9 @@ def run_local(spec: RunSpec) -> Path:
     if spec.workers > 1:
         raise ValueError(f"workers_per_trial={spec.workers}: multi-worker trials run on Ray Train; use search.run "
                          "(search.tuner.run_search), or 1 worker in the plain loop")
+    if "://" in spec.storage:
+        raise ValueError(f"storage {spec.storage}: the plain loop writes to a directory; a bucket run is search.run's "
+                         "(search.tuner.run_search)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(spec.space)
     budget = space.budget(spec.budget)

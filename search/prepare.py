@@ -97,7 +97,7 @@ def trial_context(space: Space, spec: RunSpec, trial_id: str, reporter: Any, ref
 
     budget = space.budget(spec.budget)
     return TrialContext(
-        trial_dir=str(spec.run_dir / "trials" / trial_id),
+        trial_dir=str(spec.trial_dir(trial_id)),
         reporter=reporter,
         data=spec.data,
         data_root=spec.data_root,

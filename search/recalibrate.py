@@ -1,5 +1,8 @@
 """`python -m search.recalibrate RUN_DIR`: calibrate a finished run's exits again, no retraining.
 
+RUN_DIR may be a bucket run, `s3://BUCKET/PREFIX/RUN` (or gs://): it is fetched into this
+machine's copy (trainables/storage.py), recalibrated there, and the rewritten files pushed back.
+
 Every complete trial kept its exit outputs on the calibration and test splits
 (`trials/<id>/exit_cache_{calibration,test}.npz`). This re-runs the family's calibration on them
 with other settings (more settings searched, a finer grid, more points kept), rewrites each
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from search.collect import collect, write_tables
+from trainables.storage import fetch_run
 from trainables.atomic import write_json
 from trainables.contract import Declaration
 
@@ -169,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of a trial that recorded none")
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
-    run_dir = Path(args.run_dir)
     cal = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     try:
+        run_dir, mirror = fetch_run(args.run_dir)  # a bucket run (s3://.../RUN): recalibrated in this machine's copy
         n = recalibrate(run_dir, cal, args.seed)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         from reports.build import build_report
 
         print(f"report {build_report(run_dir)}")
+    if mirror is not None:
+        print(f"pushed {len(mirror.push_rewritten())} rewritten files to {mirror.remote.uri}")
     return 0
 
 

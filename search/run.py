@@ -21,9 +21,18 @@ from pathlib import Path  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
-from search.checks import BadInput, check_address, check_device, check_resumable, check_resume, check_storage  # noqa: E402
+from search.checks import (  # noqa: E402
+    BadInput,
+    check_address,
+    check_bucket_run,
+    check_device,
+    check_resumable,
+    check_resume,
+    check_storage,
+)
 from search.signals import Interrupted, exit_code  # noqa: E402
 from search.spec import RunSpec, default_run_name  # noqa: E402
+from trainables.storage import is_uri, run_mirror  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-timeout", type=float, default=300.0,
                    help="with --address: seconds to wait for a node that can hold one trial (an autoscaling cluster "
                         "may add it) before refusing; 0 refuses at once (default 300)")
-    p.add_argument("--storage", default="runs", help="directory of run directories; shared by all nodes on a cluster")
+    p.add_argument("--storage", default="runs", help="directory of run directories (default runs), shared by all nodes on a "
+                   "cluster; or a bucket: s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (see clusters/README.md)")
     p.add_argument("--name", default=None, help="run name (default: SPACE-UTCTIME)")
     p.add_argument("--resume", action="store_true", help="resume the run --name in --storage")
     p.add_argument("--seed", type=int, default=0, help="run seed; each trial's seed derives from it")
@@ -150,9 +160,6 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         options = space.resolve_options({k: getattr(args, k) for k in _space_options()})
     except ValueError as exc:
         return _fail(console, str(exc))
-    if "://" in args.storage:
-        return _fail(console, f"--storage {args.storage}: URIs (s3://, gs://, ...) are not supported yet; pass a "
-                              "directory every node mounts at the same path (NFS, a shared disk); see clusters/README.md")
     import torch
 
     gpus, packing = args.gpus_per_trial, None
@@ -165,7 +172,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
             space=args.space,
             data=data,
             name=args.name or default_run_name(args.space),
-            storage=str(Path(args.storage).resolve()),
+            storage=args.storage if is_uri(args.storage) else str(Path(args.storage).resolve()),
             budget=args.budget,
             data_size=args.data_size,
             trials=args.trials if args.trials is not None else budget.trials,
@@ -188,6 +195,10 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         )
         check_device(spec.device, torch.cuda.is_available())
         check_storage(spec.storage)
+        if is_uri(spec.storage):  # a bucket run: its files come down to this machine's copy to be resumed
+            check_bucket_run(spec.storage, spec.name, spec.resume, spec.run_dir)
+            if spec.resume:
+                _pull_run(spec)
         check_resume(spec.run_dir, spec.resume, Path(spec.storage))
         if spec.resume:
             check_resumable(spec.run_dir)
@@ -195,8 +206,9 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))
 
+    where = f"{spec.location()} (this machine's copy: {spec.run_dir})" if is_uri(spec.storage) else spec.run_dir
     console.print(f"[bold]run[/] {spec.name}: space {spec.space}, data {spec.data}, budget {spec.budget}, "
-                  f"{spec.trials} trials -> {spec.run_dir}")
+                  f"{spec.trials} trials -> {where}", soft_wrap=True)
     from search.tuner import run_search
     from trainables.family import UnsuitableData
 
@@ -221,6 +233,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
 
         try:
             path = build_report(spec.run_dir)
+            run_mirror(spec).push("report.html", "figures")
             print_summary(spec.run_dir, Console())
             console.print(f"[bold green]report[/] {path}")
         except Exception as exc:
@@ -231,6 +244,13 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
                       f"kept, interrupted trials restart from their last checkpoint; resume with\n"
                       f"  {_resume_command(argv, spec)}", soft_wrap=True)
     return code
+
+
+def _pull_run(spec: RunSpec) -> None:
+    try:
+        run_mirror(spec).pull_run()
+    except OSError as exc:
+        raise BadInput(f"run {spec.name!r} cannot be fetched from {spec.storage} to {spec.run_dir} ({exc})") from exc
 
 
 def _resume_command(argv: list[str] | None, spec: RunSpec) -> str:

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trainables.storage import is_uri, join_uri, mirror_dir, scratch_dir
+
 __all__ = ["RunSpec", "default_run_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -23,7 +25,7 @@ class RunSpec:
     space: str
     data: str  # dataset name
     name: str  # run name: the run directory's name under `storage`
-    storage: str  # absolute directory (or shared filesystem path) holding run directories
+    storage: str  # absolute directory (or shared filesystem path) holding run directories, or a bucket URI
     budget: str = "smoke"
     data_size: str | None = None  # None: the budget's; else "tiny" | "smoke" | "full"
     trials: int = 4
@@ -78,7 +80,25 @@ class RunSpec:
 
     @property
     def run_dir(self) -> Path:
+        """The run directory this process reads and writes: for a bucket run, the driver's local
+        mirror of it (trainables/storage.py)."""
+        if is_uri(self.storage):
+            return mirror_dir(self.storage, self.name)
         return Path(self.storage) / self.name
+
+    def location(self, *parts: str) -> str:
+        """Where Ray keeps its own state of this run (Tune's, Ray Train's): the run directory, or
+        its place in the bucket."""
+        if is_uri(self.storage):
+            return join_uri(self.storage, self.name, *parts)
+        return str(Path(self.storage, self.name, *parts))
+
+    def trial_dir(self, trial_id: str) -> Path:
+        """Where a trial writes its files: RUN/trials/ID, or for a bucket run a scratch directory
+        on the trial's node that it pushes to the bucket."""
+        if is_uri(self.storage):
+            return scratch_dir(self.storage, self.name, trial_id)
+        return self.run_dir / "trials" / trial_id
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

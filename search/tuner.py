@@ -1,7 +1,8 @@
 """Ray Tune + OptunaSearch over a define-by-run space: the distributed search of a run.
 
 - Ray starts locally in-process by default; `address` joins a cluster (then `storage` must be
-  a path every node sees, and the project's packages travel as `py_modules`).
+  a path every node sees, or a bucket URI: trainables/storage.py; the project's packages travel
+  as `py_modules`).
 - The Optuna study lives in Journal-file storage inside the run directory (`study.journal`),
   so it survives the driver and can be inspected with plain Optuna.
 - Metric and mode are set on the searcher only (a list for multi-objective spaces); a Tune
@@ -28,6 +29,7 @@ from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
+from trainables.storage import is_uri, run_mirror, trial_sync
 from search.study import trial_numbers
 from search.tune_events import RunEvents
 from spaces import Space, get_space
@@ -66,6 +68,21 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
     space = get_space(spec_obj.space)
     trial_id = tune.get_context().get_trial_id()
     ctx = trial_context(space, spec_obj, trial_id, _TuneReporter(), references)
+    # a bucket run: this trial's files go to the bucket from a scratch directory on this node (a
+    # multi-worker trial's main worker keeps them; this process only writes a failure down)
+    sync = trial_sync(spec_obj, trial_id)
+    if sync is not None and spec_obj.workers == 1:
+        sync.pull()
+        ctx.reporter = sync.reporter(ctx.reporter)
+
+    def failed(exc: BaseException) -> None:
+        if sync is not None and spec_obj.workers > 1:
+            sync.pull()  # what the main worker wrote, so that the failure is added to it
+        record_failure(Path(ctx.trial_dir), config, exc)
+        if sync is not None:
+            sync.push()
+            sync.done()
+
     try:
         if spec_obj.workers > 1:
             from search.distributed import run_data_parallel
@@ -73,15 +90,17 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
             run_data_parallel(config, spec_obj, trial_id, references)
         else:
             space.train(config, ctx, space.budget(spec_obj.budget), spec_obj.options)
+        if sync is not None:  # its last report pushed the trial's files
+            sync.done()
     except SystemExit as exc:
         # tune.report ends a trial that a scheduler stops with SystemExit(0): a stop, not a failure
         if exc.code not in (0, None):
-            record_failure(Path(ctx.trial_dir), config, exc)
+            failed(exc)
         raise
     except KeyboardInterrupt:
         raise  # a Ctrl-C reached the worker too: the driver marks the trial interrupted
     except BaseException as exc:
-        record_failure(Path(ctx.trial_dir), config, exc)
+        failed(exc)
         raise
 
 
@@ -284,18 +303,22 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, doc)
+    mirror = run_mirror(spec)  # a bucket run: the driver's files go up, the trials' come down
+    mirror.push("spec.json")
 
     def write_results() -> int:
+        mirror.pull_trials()
         info = {tid: {"number": n} for tid, n in trial_numbers(run_dir).items()}
         results, curves = collect(run_dir, doc, decl, info)
         write_tables(run_dir, results, curves)
+        mirror.push_tables()
         return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
                        if on and split == "test"))
 
     if spec.resume:
         # trials that ran when the driver last stopped (however it stopped) are interrupted, and
         # whatever finished on disk is in the tables before anything else happens
-        settle_unfinished(run_dir, lambda tid: "interrupted")
+        mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted"))
         write_results()
 
     concurrency = _concurrency(spec)
@@ -312,11 +335,12 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
         scheduler = ASHAScheduler(metric=first, mode=decl.objectives[first], time_attr="training_iteration",
                                   max_t=budget.epochs, grace_period=1, reduction_factor=2)
-    tune_storage = str(Path(spec.storage).resolve())
-    if spec.resume and tune.Tuner.can_restore(str(run_dir)):
+    # Tune keeps its state in the run directory, or (a bucket run) in the run's place in the bucket
+    tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
+    if spec.resume and tune.Tuner.can_restore(spec.location()):
         # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
         # hold no state that matters (trial numbers come from the study journal)
-        tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -357,7 +381,10 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         if r.error is not None:
             info.setdefault(tid, {})["error"] = f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1] if str(r.error).strip() else ''}"
     # a trial still marked running was stopped by a scheduler (Tune ended it) or cut short by the stop
-    settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
+    mirror.pull_trials()
+    settled = settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
+    mirror.push_trial_status(settled)
     results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
+    mirror.push_tables()
     return run_dir

@@ -1,0 +1,129 @@
+"""`--storage s3://…` (and gs://): a run kept in a bucket, tested against an S3 server on
+127.0.0.1 (moto's). The transfers and checks here; whole searches (failures, an interrupted run
+resumed on a machine with no copy of it, multi-worker trials) in test_bucket_search.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.checks import BadInput, check_bucket_run, check_storage
+from trainables.storage import RemoteRun, TrialSync, join_uri, mirror_dir, scratch_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_uri_parts_go_before_the_query_and_local_places_drop_it(monkeypatch, tmp_path):
+    assert join_uri("s3://b/runs?region=x&scheme=http", "r1", "train") == "s3://b/runs/r1/train?region=x&scheme=http"
+    assert join_uri("gs://b/", "r1") == "gs://b/r1"
+    monkeypatch.setenv("EXITSEARCH_STAGING", str(tmp_path))
+    m = mirror_dir("s3://b/a/../runs?endpoint_override=h:1", "r1")
+    assert m == tmp_path / "runs" / "s3" / "b" / "a" / "runs" / "r1"  # no query, no way out of the staging root
+    assert scratch_dir("s3://b/runs", "r1", "t1") == tmp_path / "scratch" / "s3" / "b" / "runs" / "r1" / "t1"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_pull_fetches_what_is_new_there_and_push_what_changed_here(s3, tmp_path):
+    remote = RemoteRun(s3.bucket(), "r1")
+    up = tmp_path / "up"
+    _write(up / "a" / "status.json", '{"status": "running"}')
+    _write(up / "b.txt", "x" * 10)
+    _write(up / ".b.txt.abcdefgh.tmp", "half-written")
+    assert sorted(p.name for p in remote.push_tree(up, "trials")) == ["b.txt", "status.json"]  # temporaries stay
+    down = tmp_path / "down"
+    assert len(remote.pull_tree("trials", down)) == 2
+    assert (down / "a" / "status.json").read_text() == '{"status": "running"}'
+    assert not (down / ".b.txt.abcdefgh.tmp").exists()
+    # written moments ago there: a same-size rewrite within the same second could hide, so the
+    # next pull fetches once more; after that, nothing until it changes
+    time.sleep(2.5)
+    remote.pull_tree("trials", down)
+    assert remote.pull_tree("trials", down) == []
+    _write(up / "a" / "status.json", '{"status": "complete"}')  # another writer: a rewrite there
+    remote.push(up / "a" / "status.json", "trials/a/status.json")
+    assert [p.name for p in remote.pull_tree("trials", down)] == ["status.json"]
+    assert json.loads((down / "a" / "status.json").read_text()) == {"status": "complete"}
+
+
+def test_a_trial_pushes_only_its_changed_files_and_not_what_it_pulled(s3, tmp_path):
+    remote = RemoteRun(s3.bucket(), "r1")
+    first = TrialSync(remote, "t1", tmp_path / "node1")
+    _write(first.local / "status.json", "1")
+    _write(first.local / "curves.json", "[]")
+    assert len(first.push()) == 2
+    assert first.push() == []
+    _write(first.local / "curves.json", "[1]")
+    assert [p.name for p in first.push()] == ["curves.json"]
+    first.done()
+    assert not first.local.exists()
+    retry = TrialSync(remote, "t1", tmp_path / "node2")  # a retry on another node starts from the bucket's files
+    retry.pull()
+    assert (retry.local / "curves.json").read_text() == "[1]"
+    assert retry.push() == []
+
+
+def test_bad_bucket_storage_is_refused_with_what_to_do(s3):
+    with pytest.raises(BadInput, match="ftp:// is not a bucket"):
+        check_storage("ftp://host/runs")
+    with pytest.raises(BadInput, match="cannot be opened .*'nonsense'"):
+        check_storage(s3.bucket() + "&nonsense=1")
+    with pytest.raises(BadInput, match="cannot be written .*bucket exists"):
+        check_storage(s3.uri("no-such-bucket/runs"))
+    uri = s3.bucket()
+    check_storage(uri)  # writable: and the probe left nothing behind
+    fs, base = s3.fs(uri)
+    import pyarrow.fs as pafs
+
+    assert fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)) == []
+
+
+def test_bucket_run_names_new_and_resumed(s3, tmp_path):
+    uri = s3.bucket()
+    RemoteRun(uri, "old").push(_spec(tmp_path), "spec.json")
+    with pytest.raises(BadInput, match="run 'old' exists in"):
+        check_bucket_run(uri, "old", False, tmp_path / "m-old")
+    with pytest.raises(BadInput, match="no run 'new' to resume .*runs in .*: old"):
+        check_bucket_run(uri, "new", True, tmp_path / "m-new")
+    _write(tmp_path / "m-new" / "spec.json", "{}")  # this machine's copy of a run the bucket no longer has
+    with pytest.raises(BadInput, match="this machine has a copy .*move that directory aside"):
+        check_bucket_run(uri, "new", False, tmp_path / "m-new")
+    check_bucket_run(uri, "old", True, tmp_path / "m-old")
+    check_bucket_run(uri, "fresh", False, tmp_path / "m-fresh")
+
+
+def _spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text("{}")
+    return path
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_missing_bucket_and_a_missing_run_writing_nothing(s3, tmp_path):
+    env = s3.env(tmp_path / "staging")
+    base = ["--space", "tiny_gran", "--data", "synthetic"]
+    r = _run([*base, "--storage", s3.uri("no-such-bucket/runs")], env)
+    assert r.returncode == 2, r.stderr
+    assert "cannot be written" in r.stderr and "bucket exists" in r.stderr and "Traceback" not in r.stderr
+    uri = s3.bucket()
+    r = _run([*base, "--storage", uri, "--name", "nope", "--resume"], env)
+    assert r.returncode == 2, r.stderr
+    assert "no run 'nope' to resume" in r.stderr and "there are no runs in" in r.stderr
+    assert not (tmp_path / "staging").exists()
+    fs, path = s3.fs(uri)
+    import pyarrow.fs as pafs
+
+    assert fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) == []
