@@ -51,6 +51,9 @@ class TrialDiverged(RuntimeError):
 
 
 class Reporter(Protocol):
+    """How a trial reports to its runner. A reporter may also have `files_written()`, called when
+    the trial has written its first status (a bucket run publishes it: trainables/storage.py)."""
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
     def get_checkpoint(self) -> str | None: ...
@@ -262,6 +265,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     }
     if main:
         _write_status(trial_dir, status)
+        if callable(getattr(ctx.reporter, "files_written", None)):
+            ctx.reporter.files_written()  # the trial is seen running before its first epoch ends
 
     metrics: dict[str, Any] = {}
     steps = len(train_loader)

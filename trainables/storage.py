@@ -340,6 +340,9 @@ class _PushingReporter:
     def get_checkpoint(self) -> str | None:
         return self.inner.get_checkpoint()
 
+    def files_written(self) -> None:
+        self.sync.push()
+
 
 def trial_sync(spec: Any, trial_id: str) -> TrialSync | None:
     remote = open_run(spec.storage, spec.name)

@@ -64,3 +64,14 @@ def test_trial_startup_benchmark():
     assert [ln.get("arm") for ln in lines[:3]] == ["off", "cold", "warm"]
     assert all(ln["train_images"] == 1000 and ln["median_load_s"] > 0 and ln["median_process_s"] > 0 for ln in lines[:3])
     assert lines[-1]["data_s_ratio_with_over_without"] > 0 and lines[-1]["process_s_ratio_with_over_without"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_bucket_storage_benchmark():
+    lines = bench([sys.executable, "-m", "benchmarks.bucket_storage", "--trials", "1"], timeout=900)
+    assert [ln.get("arm") for ln in lines[:2]] == ["local", "bucket"]
+    assert all(ln["median_wall_s"] > 0 for ln in lines[:2])
+    last = lines[-1]
+    assert last["complete_trials_local"] == last["complete_trials_bucket"] == 1
+    assert last["bucket_files"] > 10 and last["bucket_bytes"] > 0 and last["wall_ratio_bucket_over_local"] > 0
