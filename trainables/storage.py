@@ -146,10 +146,14 @@ class RemoteRun:
         with open(local, "rb") as src, self.fs.open_output_stream(f"{self.root}/{rel}") as out:
             shutil.copyfileobj(src, out, 1 << 20)
 
-    def pull(self, rel: str, local: Path) -> bool:
-        """Fetch one file (atomically); False when the bucket has none."""
+    def pull(self, rel: str, local: Path, keep_newer: bool = False) -> bool:
+        """Fetch one file (atomically); False when the bucket has none, or (`keep_newer`) when the
+        local file is at least as new as the bucket's: a driver killed before it pushed keeps
+        what it wrote last."""
         info = self._info(rel)
         if not info.is_file:
+            return False
+        if keep_newer and info.mtime is not None and local.exists() and local.stat().st_mtime >= info.mtime.timestamp():
             return False
         self._fetch(info, local)
         return True
@@ -219,8 +223,8 @@ class RunMirror:
 
     def pull_run(self) -> None:
         """The run's files as the bucket has them (Tune's state and checkpoints stay there)."""
-        for rel in ("spec.json", "report.html", *TABLES):
-            self.remote.pull(rel, self.local / rel)
+        for rel in ("spec.json", "report.html", *TABLES):  # the driver's own files: its newer copies stay
+            self.remote.pull(rel, self.local / rel, keep_newer=True)
         self.remote.pull_tree("figures", self.local / "figures")
         self.pull_trials()
 

@@ -54,6 +54,26 @@ def test_pull_fetches_what_is_new_there_and_push_what_changed_here(s3, tmp_path)
     assert json.loads((down / "a" / "status.json").read_text()) == {"status": "complete"}
 
 
+def test_a_resume_keeps_the_drivers_own_files_when_they_are_newer_than_the_buckets(s3, tmp_path):
+    """A driver killed (kill -9) after writing its journal but before pushing it: resuming on the
+    same machine keeps the longer local journal; on another machine the bucket's is fetched."""
+    from trainables.storage import RunMirror
+
+    remote = RemoteRun(s3.bucket(), "r1")
+    _write(tmp_path / "up" / "study.journal", "one\n")
+    remote.push(tmp_path / "up" / "study.journal", "study.journal")
+    here = RunMirror(remote, tmp_path / "here")
+    here.pull_run()
+    assert (here.local / "study.journal").read_text() == "one\n"
+    time.sleep(1.1)
+    (here.local / "study.journal").write_text("one\ntwo\n")  # written after the last push
+    here.pull_run()
+    assert (here.local / "study.journal").read_text() == "one\ntwo\n"
+    there = RunMirror(remote, tmp_path / "there")
+    there.pull_run()
+    assert (there.local / "study.journal").read_text() == "one\n"
+
+
 def test_a_trial_pushes_only_its_changed_files_and_not_what_it_pulled(s3, tmp_path):
     remote = RemoteRun(s3.bucket(), "r1")
     first = TrialSync(remote, "t1", tmp_path / "node1")
