@@ -108,15 +108,10 @@ def tiny_asha():
     return _space("tiny_asha", budget=Budget("smoke", epochs=3, data_size="tiny", trials=6, calibration=TINY_CAL))
 
 
-def eight_epochs_define(trial, budget):
-    return {**(gran_define(trial, budget) or {}), "epochs": 8}
-
-
 @register_space
 def long_gran():
-    """Eight epochs a trial on the smoke data: a stop in the middle of a trial has time to land."""
-    return _space("long_gran", define=eight_epochs_define,
-                  budget=Budget("smoke", epochs=8, data_size="smoke", trials=2, calibration=TINY_CAL))
+    """Five to ten epochs a trial on the smoke data: a stop in the middle of a trial has time to land."""
+    return _space("long_gran", budget=Budget("smoke", epochs=10, data_size="smoke", trials=2, calibration=TINY_CAL))
 
 
 @register_space
