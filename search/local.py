@@ -16,6 +16,7 @@ from search.spec import RunSpec
 from spaces import get_space
 from trainables.atomic import write_json
 from trainables.contract import Declaration
+from trainables.storage import is_uri
 
 __all__ = ["run_local"]
 
@@ -28,7 +29,7 @@ def run_local(spec: RunSpec) -> Path:
     if spec.workers > 1:
         raise ValueError(f"workers_per_trial={spec.workers}: multi-worker trials run on Ray Train; use search.run "
                          "(search.tuner.run_search), or 1 worker in the plain loop")
-    if "://" in spec.storage:
+    if is_uri(spec.storage):
         raise ValueError(f"storage {spec.storage}: the plain loop writes to a directory; a bucket run is search.run's "
                          "(search.tuner.run_search)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
