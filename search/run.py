@@ -32,6 +32,7 @@ from search.checks import (  # noqa: E402
 )
 from search.signals import Interrupted, exit_code  # noqa: E402
 from search.spec import RunSpec, default_run_name  # noqa: E402
+from search.schedulers import check as check_scheduler, describe as describe_schedulers, list_schedulers  # noqa: E402
 from trainables.storage import is_uri, run_mirror  # noqa: E402
 
 
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (default: SPACE-UTCTIME)")
     p.add_argument("--resume", action="store_true", help="resume the run --name in --storage")
     p.add_argument("--seed", type=int, default=0, help="run seed; each trial's seed derives from it")
-    p.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"], help="Tune scheduler (asha stops weak trials early)")
+    p.add_argument("--scheduler", default="fifo", choices=list_schedulers(), help=f"Tune scheduler ({describe_schedulers()})")
     p.add_argument("--retries", type=int, default=1, help="times a crashed trial is retried from its checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-report", action="store_true", help="skip building report.html at the end")
@@ -158,6 +159,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     try:
         budget = space.budget(args.budget)
         options = space.resolve_options({k: getattr(args, k) for k in _space_options()})
+        check_scheduler(args.scheduler, space.declaration(budget, options).objectives)
     except ValueError as exc:
         return _fail(console, str(exc))
     import torch

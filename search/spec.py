@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from search.schedulers import list_schedulers
 from trainables.storage import is_uri, join_uri, mirror_dir, scratch_dir
 
 __all__ = ["RunSpec", "default_run_name"]
@@ -38,7 +39,7 @@ class RunSpec:
     address: str | None = None  # None: start Ray locally in-process
     node_timeout: float = 300.0  # on a cluster: seconds to wait for a node that can hold a trial (autoscaling)
     resume: bool = False
-    scheduler: str = "fifo"  # "fifo" | "asha" (acts on the space's first objective, per epoch)
+    scheduler: str = "fifo"  # a name of search/schedulers.py's registry ("fifo", "asha", ...)
     retries: int = 1  # times Tune restarts a crashed trial from its last checkpoint
     device: str = "auto"
     report: bool = True
@@ -67,8 +68,8 @@ class RunSpec:
                              "(one worker per GPU; leaving --workers-per-trial out sets it)")
         if self.cpus_per_trial <= 0:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        if self.scheduler not in ("fifo", "asha"):
-            raise ValueError(f"--scheduler must be fifo or asha, got {self.scheduler!r}")
+        if self.scheduler not in list_schedulers():
+            raise ValueError(f"--scheduler must be one of {', '.join(list_schedulers())}, got {self.scheduler!r}")
         if self.node_timeout < 0:
             raise ValueError(f"--node-timeout must be >= 0, got {self.node_timeout}")
         if self.retries < 0:

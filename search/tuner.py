@@ -27,6 +27,7 @@ from typing import Any
 from search.checks import BadInput, check_fits, check_resumable
 from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
+from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
 from trainables.storage import is_uri, run_mirror, trial_sync
@@ -277,7 +278,6 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     Tune's graceful stop: the trials it cut short are marked `interrupted` and restart from their
     last checkpoint on --resume; the caller reads `stop.requested`."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from search.live import LiveDisplay, ResultsWriter
 
@@ -330,11 +330,8 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
         _trial_resources(spec),
     )
-    scheduler = None
-    if spec.scheduler == "asha":
-        # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
-        scheduler = ASHAScheduler(metric=first, mode=decl.objectives[first], time_attr="training_iteration",
-                                  max_t=budget.epochs, grace_period=1, reduction_factor=2)
+    # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
+    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs)
     # Tune keeps its state in the run directory, or (a bucket run) in the run's place in the bucket
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):
