@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from trainables.exits import BitsetEvaluator, ExitCache, evaluate_dense
+from trainables.family import TrialInputs
 
 
 def synthetic_cache(samples: int, exits: int, seed: int = 0) -> ExitCache:
@@ -67,7 +68,7 @@ def main() -> None:
 
     for name, budget in BUDGETS.items():
         start = time.perf_counter()
-        ev_ = GranHBN(DECLARATION, budget.calibration).evaluate(cache, {}, 0, None)
+        ev_ = GranHBN(DECLARATION, budget.calibration).evaluate(cache, TrialInputs({}, 0, None))
         res = ev_.state
         print(json.dumps({"what": "calibration_seconds", "budget": name, "seconds": round(time.perf_counter() - start, 3),
                           "settings_evaluated": res.n_evaluated, "front_size": len(res.front),

@@ -109,6 +109,7 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
     caches, network or status are missing or unreadable (naming every such trial and file), all
     before anything is rewritten."""
     from spaces import get_space
+    from trainables.family import TrialInputs
     from trainables.loop import write_outcome
 
     run_dir = Path(run_dir)
@@ -151,8 +152,9 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
         seed_t = int(status.get("seed") or seed)
         config = status.get("config") or {}
         t0 = time.perf_counter()
-        evaluation = family.evaluate(calib_cache, config, seed_t, data)
-        outcome = family.finish(evaluation, calib_cache, test_cache, config, seed_t, data)
+        inputs = TrialInputs(config, seed_t, data)
+        evaluation = family.evaluate(calib_cache, inputs)
+        outcome = family.finish(evaluation, calib_cache, test_cache, inputs)
         outcomes.append((tdir, status, outcome, time.perf_counter() - t0))
     for tdir, status, outcome, seconds in outcomes:
         write_outcome(tdir, family, outcome, {"finish_seconds": seconds, "recalibrated_with": family.calibration})

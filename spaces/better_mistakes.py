@@ -38,7 +38,7 @@ from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.data.hierarchy import Hierarchy
 from trainables.exits import ALWAYS, NEVER, ExitCache
-from trainables.family import DataInfo, Evaluation, Family, UnsuitableData, point_rows
+from trainables.family import DataInfo, Evaluation, Family, TrialInputs, UnsuitableData, point_rows
 from trainables.losses import GranularLoss
 from trainables.metrics import hierarchical_metrics
 
@@ -183,9 +183,10 @@ class BetterMistakes(Family):
             head["fine"] = nn.Sequential(*head["fine"], ClassCosines(class_embeddings(self.tree(data))))
         return net
 
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo):
+    def make_loss(self, inputs: TrialInputs, n_exits: int):
         from trainables import hier_losses as hl
 
+        config, data = inputs.config, inputs.data
         loss = config["loss"]
         if loss == "granular":
             return GranularLoss(
@@ -217,13 +218,13 @@ class BetterMistakes(Family):
         out |= {f"hdist_{k}": m[f"hdist@{k}"] for k in KS} | {f"hprecision_{k}": m[f"hprecision@{k}"] for k in KS}
         return out
 
-    def evaluate(self, calib: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation:
-        m = self._metrics(calib, data)
+    def evaluate(self, calib: ExitCache, inputs: TrialInputs) -> Evaluation:
+        m = self._metrics(calib, inputs.data)
         signal = {k: m[k] for k in self.declaration.objectives}
         return Evaluation(signal, {"top1_error": m["top1_error"], "mistake_severity": m["mistake_severity"]})
 
-    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, config: Mapping[str, Any], seed: int,
-               data: DataInfo) -> Outcome:
+    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, inputs: TrialInputs) -> Outcome:
+        config, data = inputs.config, inputs.data
         rows = point_rows(f"{config['loss']}/0", config["loss"], reference=False, trial_front=True,
                           params={"loss_param": _loss_param(config)},
                           by_split={"calibration": self._metrics(calib, data), "test": self._metrics(test, data)})

@@ -45,7 +45,7 @@ from trainables.contract import Column, Declaration, Outcome, ReportSpec, Select
 from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
-from trainables.family import DataInfo, Evaluation, Family, pick, point_rows
+from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import GranularLoss, exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
 
@@ -197,7 +197,8 @@ class BranchyNet(Family):
         super().__init__(declaration(objective), calibration, reference_configs)
         self.objective = objective
 
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo) -> GranularLoss:
+    def make_loss(self, inputs: TrialInputs, n_exits: int) -> GranularLoss:
+        config = inputs.config
         weights = exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 0.3)), n_exits)
         return GranularLoss(exit_weights=weights, lambda_fine=1.0, lambda_coarse=0.0,
                             label_smoothing=float(config.get("label_smoothing", 0.0)))
@@ -246,9 +247,9 @@ class BranchyNet(Family):
             tags.append(("risk", float(eps), bool(r.certified)))
         return tags, np.concatenate(blocks)[:, None, :], res.n_evaluated
 
-    def evaluate(self, calib_cache: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation:
+    def evaluate(self, calib_cache: ExitCache, inputs: TrialInputs) -> Evaluation:
         calib = calib_cache.stats()
-        tags, thresholds, n_eval = self.settings(calib, seed)
+        tags, thresholds, n_eval = self.settings(calib, inputs.seed)
         obj = self._hv_matrix(evaluate_dense(calib, thresholds), calib)
         maximize = self.declaration.maximize(self.declaration.hv_objectives)
         front = obj[non_dominated_mask(obj, maximize)]
@@ -256,8 +257,7 @@ class BranchyNet(Family):
         curve = {"hypervolume": hv, "calib_acc_per_exit": calib.acc_per_exit(0).tolist()}
         return Evaluation({"hypervolume": hv}, curve, (tags, thresholds, n_eval, front))
 
-    def finish(self, evaluation: Evaluation, calib_cache: ExitCache, test_cache: ExitCache, config: Mapping[str, Any],
-               seed: int, data: DataInfo) -> Outcome:
+    def finish(self, evaluation: Evaluation, calib_cache: ExitCache, test_cache: ExitCache, inputs: TrialInputs) -> Outcome:
         calib, test = calib_cache.stats(), test_cache.stats()
         tags, thresholds, n_eval, front = evaluation.state
         fixed = fixed_policies(1, calib.n_exits, ("exit",))

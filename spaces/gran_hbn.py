@@ -27,7 +27,7 @@ from spaces._base import Budget, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
-from trainables.family import DataInfo, Evaluation, Family, pick, point_rows
+from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import GranularLoss, exit_weights
 
 BUDGETS = {
@@ -182,7 +182,8 @@ class GranHBN(Family):
 
     levels = ("fine", "coarse")
 
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo) -> GranularLoss:
+    def make_loss(self, inputs: TrialInputs, n_exits: int) -> GranularLoss:
+        config = inputs.config
         return GranularLoss(
             exit_weights=exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)),
                                       n_exits),
@@ -215,16 +216,15 @@ class GranHBN(Family):
 
         return objectives
 
-    def evaluate(self, calib_cache: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation:
+    def evaluate(self, calib_cache: ExitCache, inputs: TrialInputs) -> Evaluation:
         calib = calib_cache.stats()
         res = calibrate(calib, self._objectives(calib), DECLARATION.maximize(DECLARATION.hv_objectives),
-                        DECLARATION.hv_reference, seed=seed, **self.calibration)
+                        DECLARATION.hv_reference, seed=inputs.seed, **self.calibration)
         curve = {"hypervolume": res.hypervolume, "calib_fine_acc_per_exit": calib.acc_per_exit("fine").tolist(),
                  "calib_coarse_acc_per_exit": calib.acc_per_exit("coarse").tolist()}
         return Evaluation({"hypervolume": res.hypervolume}, curve, res)
 
-    def finish(self, evaluation: Evaluation, calib_cache: ExitCache, test_cache: ExitCache, config: Mapping[str, Any],
-               seed: int, data: DataInfo) -> Outcome:
+    def finish(self, evaluation: Evaluation, calib_cache: ExitCache, test_cache: ExitCache, inputs: TrialInputs) -> Outcome:
         calib, test = calib_cache.stats(), test_cache.stats()
         res = evaluation.state
         fixed = fixed_policies(2, calib.n_exits, self.levels)

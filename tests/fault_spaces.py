@@ -38,11 +38,11 @@ def faulty_define(trial, budget):
 
 
 class FaultyGran(GranHBN):
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data):
-        fault = config.get("fault", "none")
+    def make_loss(self, inputs, n_exits: int):
+        fault = inputs.config.get("fault", "none")
         if fault == "raise":
             raise RuntimeError("injected failure for the test")
-        loss = super().make_loss(config, n_exits, data)
+        loss = super().make_loss(inputs, n_exits)
         if fault == "nan":
             return lambda *a: loss(*a) * float("nan")
         return loss
@@ -69,11 +69,11 @@ class SinglePoint(GranHBN):
         return {"accuracy": float(stats.acc_per_exit("fine")[-1]),
                 "expected_flops_norm": float(stats.normalised_cost("flops")[-1])}
 
-    def evaluate(self, calib: ExitCache, config, seed: int, data) -> Evaluation:
+    def evaluate(self, calib: ExitCache, inputs) -> Evaluation:
         p = self._point(calib.stats())
         return Evaluation(dict(p), {"accuracy": p["accuracy"]})
 
-    def finish(self, evaluation, calib, test, config, seed, data) -> Outcome:
+    def finish(self, evaluation, calib, test, inputs) -> Outcome:
         rows = point_rows("final/0", "final", reference=False, trial_front=True, params={},
                           by_split={"calibration": self._point(calib.stats()), "test": self._point(test.stats())})
         return Outcome(rows, {}, None)
@@ -133,12 +133,12 @@ class WorkerKilling(GranHBN):
     a lost node or an OOM kill would) at its second step of the second epoch, once per test: the
     file named by EXITSEARCH_KILL_MARK records that it happened."""
 
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data):
+    def make_loss(self, inputs, n_exits: int):
         import os
         import signal
         from pathlib import Path
 
-        loss = super().make_loss(config, n_exits, data)
+        loss = super().make_loss(inputs, n_exits)
         mark = os.environ.get("EXITSEARCH_KILL_MARK")
 
         def killing(outs, yf, yc, epoch):

@@ -32,8 +32,9 @@ import numpy as np
 from trainables.contract import Declaration, Outcome
 from trainables.data.hierarchy import Hierarchy
 from trainables.exits import ExitCache
+from trainables.plan import Plan, Stage, one_stage
 
-__all__ = ["DataInfo", "Evaluation", "Family", "UnsuitableData", "pick", "point_rows"]
+__all__ = ["DataInfo", "Evaluation", "Family", "TrialInputs", "UnsuitableData", "pick", "point_rows"]
 
 
 class UnsuitableData(ValueError):
@@ -68,6 +69,18 @@ class DataInfo(NamedTuple):
         return {"fine": self.fine_names, "coarse": self.coarse_names}[level]
 
 
+class TrialInputs(NamedTuple):
+    """What a family's hooks know of the trial: nothing here is infrastructure."""
+
+    config: Mapping[str, Any]  # the searched config (in a stage: as the stage reads it)
+    seed: int = 0  # the trial's seed
+    data: DataInfo | None = None
+    stage: Stage | None = None  # the stage being trained (None outside training, e.g. recalibration)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+
 class Evaluation(NamedTuple):
     signal: dict[str, float]  # reported to the outer search each epoch; holds the declared objectives
     curve: dict[str, Any]  # the declared per-epoch curve values
@@ -99,15 +112,28 @@ class Family(ABC):
     def check(self, data: DataInfo) -> None:
         """Raise UnsuitableData (what is wrong, what to do) when this family cannot use the data."""
 
-    @abstractmethod
-    def make_loss(self, config: Mapping[str, Any], n_exits: int, data: DataInfo) -> Callable[..., Any]: ...
+    def plan(self, inputs: TrialInputs) -> Plan:
+        """The trial's training plan; by default one stage of the config's `epochs`."""
+        return one_stage(int(inputs.config["epochs"]))
+
+    def stage_done(self, stage: Stage, net: Any, calib: ExitCache, inputs: TrialInputs) -> None:
+        """Called after `stage` ends (its best weights restored, if its stop rule said so)."""
+
+    def predictor(self, point: Mapping[str, Any], checkpoint: Any, device: str = "cpu"):
+        """The predictor of a stored point (a results row) from its trial's model.pt path."""
+        from trainables.dynamic import DynamicClassifier
+
+        return DynamicClassifier.from_checkpoint(checkpoint, self.build_model, lambda model: self.thresholds(point, model),
+                                                 device)
 
     @abstractmethod
-    def evaluate(self, calib: ExitCache, config: Mapping[str, Any], seed: int, data: DataInfo) -> Evaluation: ...
+    def make_loss(self, inputs: TrialInputs, n_exits: int) -> Callable[..., Any]: ...
 
     @abstractmethod
-    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, config: Mapping[str, Any],
-               seed: int, data: DataInfo) -> Outcome: ...
+    def evaluate(self, calib: ExitCache, inputs: TrialInputs) -> Evaluation: ...
+
+    @abstractmethod
+    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, inputs: TrialInputs) -> Outcome: ...
 
     @abstractmethod
     def thresholds(self, point: Mapping[str, Any], model: Any) -> np.ndarray:

@@ -40,8 +40,10 @@ from trainables.atomic import atomic_write, write_json
 from trainables.cost import measure_latency, plain_cost, segment_flops
 from trainables.device_data import DeviceLoader, load_data
 from trainables.exits import ExitCache
-from trainables.family import DataInfo, Family
+from trainables.family import DataInfo, Family, TrialInputs
 from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
+from trainables.plan import Stage, StopTracker, metric_of
+from trainables.precision import Precision
 
 __all__ = ["LocalReporter", "Reporter", "TrialContext", "TrialDiverged", "run_trial"]
 
@@ -134,22 +136,56 @@ def exit_outputs(model, loader: DeviceLoader, autocast, loss_fn=None, epoch: flo
     return logits, (loss_sum / n if n else None)
 
 
+def set_trainable(net: torch.nn.Module, stage: Stage) -> list[torch.nn.Parameter]:
+    """Freeze what `stage` does not train (no gradient) and return the parameters it trains."""
+    params = []
+    for name, p in net.named_parameters():
+        p.requires_grad_(stage.trainable(name))
+        if p.requires_grad:
+            params.append(p)
+    if not params:
+        raise ValueError(f"stage {stage.name!r} trains no parameter of the network (prefixes {stage.trains})")
+    return params
+
+
+def train_mode(net: torch.nn.Module, stage: Stage | None) -> None:
+    """net.train(), with every module the stage freezes in eval mode: a frozen BatchNorm keeps its
+    running statistics (and a frozen dropout is off), so frozen means bitwise unchanged."""
+    net.train()
+    if stage is None or stage.trains is None:
+        return
+    for name, m in net.named_modules():
+        if not name or stage.trainable(name):
+            continue
+        # frozen unless it is an ancestor of something that trains (a container of trained parts)
+        if not any(stage.trainable(f"{name}.{child}") for child, _ in m.named_modules() if child):
+            m.eval()
+
+
+def train_step(model, opt, x, yf, yc, loss_fn, precision: Precision, progress: float, backward=None) -> torch.Tensor:
+    """One optimiser step of the engine (also what trainables/memory.py measures): forward under
+    the trial's precision, the family's loss, backward (scaled for fp16), step. Returns the loss."""
+    with precision.autocast():
+        outs = model(x)
+    loss = loss_fn(outs, yf, yc, progress)
+    opt.zero_grad(set_to_none=True)
+    precision.backward(loss, backward)
+    precision.step(opt)
+    return loss
+
+
 def run_epoch(model, opt, sched, loader: DeviceLoader, loss_fn, accelerator, epoch: int,
-              max_steps: int | None = None) -> torch.Tensor:
+              max_steps: int | None = None, precision: Precision | None = None, stage: Stage | None = None) -> torch.Tensor:
     """One training epoch; returns the summed loss as a device tensor (no sync per step)."""
-    model.train()
+    precision = precision or Precision.of({}, accelerator.device)
+    train_mode(accelerator.unwrap_model(model), stage)
     steps = len(loader)
     loss_sum = torch.zeros((), device=accelerator.device)
     per_step = sched is not None and not per_epoch_schedule(sched)
     for step, (x, yf, yc) in enumerate(loader.epoch(epoch)):
         if max_steps is not None and step >= max_steps:
             break
-        with accelerator.autocast():
-            outs = model(x)
-        loss = loss_fn(outs, yf, yc, epoch + step / steps)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        opt.step()
+        loss = train_step(model, opt, x, yf, yc, loss_fn, precision, epoch + step / steps, accelerator.backward)
         if per_step:
             sched.step()
         loss_sum += loss.detach()
@@ -175,7 +211,8 @@ def reference_latency(family: Family, data: DataInfo, device: torch.device, auto
 
 
 def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
-    """Train one network of a family, calibrate it, and report. Returns the last metrics reported."""
+    """Train one network of a family through its plan, calibrate it, and report. Returns the last
+    metrics reported."""
     from accelerate import Accelerator
 
     _reset_accelerate()
@@ -188,28 +225,33 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     use_cuda = ctx.device == "cuda" or (ctx.device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         torch.set_num_threads(max(1, int(ctx.cpu_threads)))
-    accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no")
+    # precision is the engine's (trainables/precision.py); Accelerate only places and wraps (DDP)
+    accelerator = Accelerator(cpu=not use_cuda, mixed_precision="no")
     device = accelerator.device
+    precision = Precision.of(config, device)
     # a data-parallel trial (Ray Train workers, Accelerate DDP): every worker trains on its slice of
     # each global batch; the main one measures, evaluates, writes and checkpoints
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
     ds = load_data(ctx.data, ctx.data_root, size=ctx.data_size, download=ctx.download, seed=ctx.data_seed)
     data = DataInfo.of(ds)
-    epochs = int(config.get("epochs", ctx.epochs))
+    searched = {"epochs": ctx.epochs, **config}  # the config as the family reads it (epochs from the budget if unset)
+    inputs = TrialInputs(searched, seed, data)
+    plan = family.plan(inputs)
+    planned = plan.epochs
     batch_size = int(config.get("batch_size", 128))
-    model = family.build_model(config, data).to(device)
+    net = family.build_model(config, data).to(device)
     if use_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    stage_f, head_f = segment_flops(model, data.channels, data.image_size)
+        net = net.to(memory_format=torch.channels_last)
+    stage_f, head_f = segment_flops(net, data.channels, data.image_size)
     costs: dict[str, np.ndarray] = {"flops": np.cumsum(stage_f + head_f)}
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
     prof = None
     if family.latency and main:
-        prof = measure_latency(model, data.channels, data.image_size, autocast=accelerator.autocast,
+        prof = measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
                                **family.calibration.get("latency", {}))
-        references["latency_ms"] = reference_latency(family, data, device, accelerator.autocast)
+        references["latency_ms"] = reference_latency(family, data, device, precision.autocast)
 
     def set_latency(p) -> None:
         costs.update(latency_ms=p.exit_ms, latency_ms_batched=p.exit_ms_batched)
@@ -226,42 +268,43 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         raise ValueError(f"batch_size {batch_size} exceeds the training split ({len(ds.train)} images)")
     if batch_size < world:
         raise ValueError(f"batch_size {batch_size} is smaller than the trial's {world} workers")
+    steps = len(train_loader)
 
-    opt = make_optimizer(config, model.parameters())
-    sched = make_scheduler(config, opt, epochs, len(train_loader))
-    model, opt = accelerator.prepare(model, opt)
-    net = accelerator.unwrap_model(model)
-    loss_fn = family.make_loss(config, net.n_exits, data)
-
+    # where the plan resumes: a checkpoint records the stage, the epochs done in it and its stop
+    # rule's state (a checkpoint of the one-stage loop before plans existed holds only "epoch")
     curves: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_stage, start_epoch, state = 0, 0, None
     ckpt = ctx.reporter.get_checkpoint()
     if ckpt is not None:
         state = torch.load(Path(ckpt) / "state.pt", map_location=device, weights_only=False)
         net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
         curves = list(state["curves"])
+        start_stage = int(state.get("stage", 0))
+        start_epoch = int(state.get("stage_epoch", int(state["epoch"]) + 1))
+        if state.get("stage_stopped") or start_epoch >= plan.stages[start_stage].epochs:
+            start_stage, start_epoch, state = start_stage + 1, 0, None  # the next stage starts afresh
+    resumed_at = plan.offset(start_stage) + start_epoch if start_stage < len(plan.stages) else planned
 
-    def cache(loader: DeviceLoader, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
-        logits, loss = exit_outputs(net, loader, accelerator.autocast, loss_fn, epoch)
+    def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
+        logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
         labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
                          costs, references, plain), loss
 
     status: dict[str, Any] = {
-        "status": "running", "trial_id": ctx.trial_id, "epochs_planned": epochs, "epochs_done": start_epoch,
-        "seed": seed, "config": config,
+        "status": "running", "trial_id": ctx.trial_id, "epochs_planned": planned, "epochs_done": resumed_at,
+        "seed": seed, "config": config, "plan": plan.describe(), "precision": precision.name,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
                        "pid": os.getpid(), "workers": world,
                        **({"backend": torch.distributed.get_backend()} if world > 1 else {})},
         "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
-        "resumed_from_epoch": start_epoch if ckpt is not None else None,
+        "resumed_from_epoch": resumed_at if ckpt is not None else None,
         # every start of this trial (a retry after a crash or a lost node, a resumed run): from which epoch, where
-        "starts": _previous_starts(trial_dir) + [{"from_epoch": start_epoch, "pid": os.getpid(),
-                                                  "at": datetime.now(timezone.utc).isoformat()}],
+        "starts": _previous_starts(trial_dir) + [{"from_epoch": resumed_at, "pid": os.getpid(),
+                                                  "at": datetime.now(timezone.utc).isoformat(),
+                                                  **({"stage": plan.stages[start_stage].name}
+                                                     if start_stage < len(plan.stages) else {})}],
     }
     if main:
         _write_status(trial_dir, status)
@@ -269,52 +312,110 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             ctx.reporter.files_written()  # the trial is seen running before its first epoch ends
 
     metrics: dict[str, Any] = {}
-    steps = len(train_loader)
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        loss_sum = run_epoch(model, opt, sched, train_loader, loss_fn, accelerator, epoch)
-        if world > 1:  # every worker sees the same mean, so all of them stop on a divergence
-            loss_sum = accelerator.reduce(loss_sum, reduction="mean")
-        mean_loss = float(loss_sum.item()) / steps  # one device sync per epoch, not per step
-        if not math.isfinite(mean_loss):
-            raise TrialDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}/{epochs}")
-        seconds = time.perf_counter() - t0
-
-        last = epoch == epochs - 1
-        lr = float(opt.param_groups[0]["lr"])
-        if not main:  # the other workers only need the calibration loss a plateau schedule steps on
+    for s in range(start_stage, len(plan.stages)):
+        stage = plan.stages[s]
+        cfg = stage.config(searched)
+        stage_inputs = TrialInputs(cfg, seed, data, stage)
+        params = set_trainable(net, stage)
+        opt = make_optimizer(cfg, params)
+        sched = make_scheduler(cfg, opt, stage.epochs, steps)
+        model, opt = accelerator.prepare(net, opt)  # a new DDP wrapper per stage: it reduces this stage's gradients
+        loss_fn = family.make_loss(stage_inputs, net.n_exits)
+        tracker = StopTracker.restore(stage.stop, (state or {}).get("stop")) if stage.stop else None
+        best_state = (state or {}).get("best_model")
+        if state is not None:  # resuming inside this stage
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            precision.load_state_dict(state.get("precision"))
+        state = None
+        for e in range(start_epoch if s == start_stage else 0, stage.epochs):
+            position = plan.position(s, e)  # epochs over the whole plan, this one included
+            t0 = time.perf_counter()
+            loss_sum = run_epoch(model, opt, sched, train_loader, loss_fn, accelerator, position - 1,
+                                 precision=precision, stage=stage)
+            if world > 1:  # every worker sees the same mean, so all of them stop on a divergence
+                loss_sum = accelerator.reduce(loss_sum, reduction="mean")
+            mean_loss = float(loss_sum.item()) / steps  # one device sync per epoch, not per step
+            if not math.isfinite(mean_loss):
+                raise TrialDiverged(f"training loss became {mean_loss} in epoch {position}/{planned}"
+                                    + (f" (stage {stage.name})" if len(plan.stages) > 1 else ""))
+            seconds = time.perf_counter() - t0
+            lr = float(opt.param_groups[0]["lr"])
+            last_of_stage = e == stage.epochs - 1
+            stop = False
+            if not main:  # the other workers only need the calibration loss a plateau schedule steps on
+                if per_epoch_schedule(sched):
+                    sched.step(cache(calib_loader, loss_fn, position)[1])
+                if tracker is not None:
+                    stop = _broadcast_flag(False, accelerator)
+                metrics = {"epoch": position, "fidelity": position / planned, "train_loss": mean_loss}
+                ctx.reporter.report(metrics, None)
+                if stop:
+                    break
+                continue
+            last = s == len(plan.stages) - 1 and last_of_stage
+            if last and prof is not None:
+                # a second timing round, apart in time from the first: keep each segment's faster one
+                prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
+                                                    **family.calibration.get("latency", {})))
+                set_latency(prof)
+                status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
+            calib_cache, calib_loss = cache(calib_loader, loss_fn, position)
             if per_epoch_schedule(sched):
-                sched.step(cache(calib_loader, epoch + 1)[1])
-            metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss}
-            ctx.reporter.report(metrics, None)
-            continue
-        if last and prof is not None:
-            # a second timing round, apart in time from the first: keep each segment's faster one
-            prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=accelerator.autocast,
-                                                **family.calibration.get("latency", {})))
-            set_latency(prof)
-            status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
-        calib_cache, calib_loss = cache(calib_loader, epoch + 1)
-        if per_epoch_schedule(sched):
-            sched.step(calib_loss)  # ReduceLROnPlateau: on the calibration loss, once an epoch
-        t1 = time.perf_counter()
-        evaluation = family.evaluate(calib_cache, config, seed, data)
-        curves.append({"epoch": epoch + 1, "train_loss": mean_loss, "calib_loss": calib_loss, "lr": lr,
-                       "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
-                       "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve})
-        write_json(trial_dir / "curves.json", curves)
-        metrics = {"epoch": epoch + 1, "fidelity": (epoch + 1) / epochs, "train_loss": mean_loss,
-                   "images_per_second": curves[-1]["images_per_second"], **evaluation.signal}
-        if last:
-            test_cache, _ = cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw))
-            _finish(family, evaluation, calib_cache, test_cache, config, seed, trial_dir, net, data, status)
-        status.update(epochs_done=epoch + 1, status="complete" if last else "running", signal=evaluation.signal)
-        _write_status(trial_dir, status)
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch, "curves": curves}, Path(tmp) / "state.pt")
-            ctx.reporter.report(metrics, tmp)
+                sched.step(calib_loss)  # ReduceLROnPlateau: on the calibration loss, once an epoch
+            t1 = time.perf_counter()
+            evaluation = family.evaluate(calib_cache, stage_inputs)
+            row = {"epoch": position, "train_loss": mean_loss, "calib_loss": calib_loss, "lr": lr,
+                   "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
+                   "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve}
+            if len(plan.stages) > 1 or tracker is not None:
+                row["stage"] = stage.name
+            if tracker is not None:
+                improved, stop = tracker.update(metric_of(stage.stop.metric, evaluation.signal, evaluation.curve), e)
+                if improved and stage.stop.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                stop = _broadcast_flag(stop and not last_of_stage, accelerator) if world > 1 else stop and not last_of_stage
+                if (stop or last_of_stage) and stage.stop.restore_best and best_state is not None \
+                        and tracker.best_epoch != e:
+                    # the stage ends: its best epoch's weights, and the calibration outputs of those weights
+                    net.load_state_dict(best_state)
+                    calib_cache, _ = cache(calib_loader, loss_fn, position)
+                    evaluation = family.evaluate(calib_cache, stage_inputs)
+                    row["restored_epoch"] = plan.position(s, tracker.best_epoch)
+            curves.append(row)
+            write_json(trial_dir / "curves.json", curves)
+            ends = last_of_stage or stop
+            done = s == len(plan.stages) - 1 and ends
+            fidelity = 1.0 if done else position / planned
+            metrics = {"epoch": position, "fidelity": fidelity, "train_loss": mean_loss,
+                       "images_per_second": row["images_per_second"], **evaluation.signal}
+            if ends and not done:
+                family.stage_done(stage, net, calib_cache, stage_inputs)
+            if done:
+                test_cache, _ = cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw), loss_fn)
+                _finish(family, evaluation, calib_cache, test_cache, stage_inputs, trial_dir, net, data, status)
+            status.update(epochs_done=planned if done else (plan.offset(s + 1) if ends else position),
+                          status="complete" if done else "running", signal=evaluation.signal)
+            _write_status(trial_dir, status)
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "precision": precision.state_dict(), "epoch": position - 1, "curves": curves,
+                            "stage": s, "stage_epoch": e + 1, "stage_stopped": bool(stop),
+                            **({"stop": tracker.state()} if tracker is not None else {}),
+                            **({"best_model": best_state} if best_state is not None and not ends else {})},
+                           Path(tmp) / "state.pt")
+                ctx.reporter.report(metrics, tmp)
+            if stop:
+                break
     return metrics
+
+
+def _broadcast_flag(flag: bool, accelerator) -> bool:
+    """The main worker's decision, on every worker of a data-parallel trial."""
+    from accelerate.utils import broadcast
+
+    t = torch.tensor([1 if flag else 0], device=accelerator.device)
+    return bool(broadcast(t, from_process=0).item())
 
 
 def _previous_starts(trial_dir: Path) -> list[dict[str, Any]]:
@@ -330,17 +431,17 @@ def _write_status(trial_dir: Path, status: dict[str, Any]) -> None:
     write_json(trial_dir / "status.json", status)
 
 
-def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: ExitCache, config, seed, trial_dir: Path,
-            net, data: DataInfo, status: dict[str, Any]) -> None:
+def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: ExitCache, inputs: TrialInputs,
+            trial_dir: Path, net, data: DataInfo, status: dict[str, Any]) -> None:
     """After the last epoch: save both caches, make the operating points, save the network."""
     calib_cache.save(trial_dir / "exit_cache_calibration.npz")
     test_cache.save(trial_dir / "exit_cache_test.npz")
     t0 = time.perf_counter()
-    outcome = family.finish(evaluation, calib_cache, test_cache, config, seed, data)
+    outcome = family.finish(evaluation, calib_cache, test_cache, inputs)
     seconds = time.perf_counter() - t0
     write_outcome(trial_dir, family, outcome, {"finish_seconds": seconds})
     status["trial"] = outcome.trial
-    payload = {"config": config, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    payload = {"config": status["config"], "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                "data": data._asdict(), "outputs": family.outputs(data),
                "costs": {k: np.asarray(v).tolist() for k, v in calib_cache.costs.items()}}
     atomic_write(trial_dir / "model.pt", lambda tmp: torch.save(payload, tmp))

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.family import DataInfo, Family
+from trainables.family import DataInfo, Family, TrialInputs
+from trainables.loop import train_step
 from trainables.optim import make_optimizer
+from trainables.precision import Precision
 
 __all__ = ["EVAL_BATCH", "PeakMemory", "dataset_bytes", "training_peak"]
 
@@ -82,7 +84,7 @@ def _cpu_estimate(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_
     model = family.build_model(cfg, data)
     params = list(model.parameters())
     opt = make_optimizer(_config(cfg, batch_size), params)
-    loss_fn = family.make_loss(cfg, model.n_exits, data)
+    loss_fn = family.make_loss(TrialInputs(cfg, 0, data), model.n_exits)
     x, yf, yc = _batch(data, batch_size, device, False, torch.Generator().manual_seed(0))
     counted = {t.untyped_storage().data_ptr() for t in (*params, x)}  # parameters and the input count as such
     saved: list[torch.Tensor] = []
@@ -98,9 +100,9 @@ def _cpu_estimate(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_
         loss = loss_fn(outs, yf, yc, 0.0)
     activations = _tensor_bytes(saved)
     saved.clear()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    del outs, loss
+    # the step itself is the engine's (as the CPU loop runs it: fp32); its saved tensors are counted above
+    train_step(model, opt, x, yf, yc, loss_fn, Precision.of({"precision": "fp32"}, device), 0.0)
     state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
     parts = {"params": _tensor_bytes(params), "grads": _tensor_bytes(p.grad for p in params if p.grad is not None),
              "optimizer": _tensor_bytes(state), "activations": activations,
@@ -116,22 +118,18 @@ def _cuda_peak(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_siz
     torch.cuda.reset_peak_memory_stats(device)
     model = family.build_model(cfg, data).to(device).to(memory_format=torch.channels_last)
     opt = make_optimizer(_config(cfg, batch_size), model.parameters())
-    loss_fn = family.make_loss(cfg, model.n_exits, data)
+    loss_fn = family.make_loss(TrialInputs(cfg, 0, data), model.n_exits)
+    precision = Precision.of(cfg, device)  # the trial's own precision ("auto": bf16 on a GPU)
     gen = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(2):  # the second step with the first one's gradients and optimiser state alive
         x, yf, yc = _batch(data, batch_size, device, True, gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            outs = model(x)
-        loss = loss_fn(outs, yf, yc, 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        del outs, loss, x
+        train_step(model, opt, x, yf, yc, loss_fn, precision, 0.0)  # the engine's own step
+        del x
     model.eval()
     with torch.no_grad():
         x, _, _ = _batch(data, EVAL_BATCH, device, True, gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with precision.autocast():
             model(x)
     torch.cuda.synchronize(device)
     peak = int(torch.cuda.max_memory_allocated(device) - base)

@@ -16,7 +16,7 @@ from spaces import get_space
 from spaces.better_mistakes import LOSSES, SCHEDULES
 from trainables.data import get_dataset
 from trainables.exits import ExitCache
-from trainables.family import DataInfo, UnsuitableData
+from trainables.family import DataInfo, TrialInputs, UnsuitableData
 from trainables.metrics import hierarchical_metrics
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_each_loss_trains_a_step(loss):
     fam = family()
     cfg = {**CFG, "loss": loss, **PARAMS[loss]}
     net = fam.build_model(cfg, DATA)
-    fn = fam.make_loss(cfg, net.n_exits, DATA)
+    fn = fam.make_loss(TrialInputs(cfg, 0, DATA), net.n_exits)
     x = torch.randn(8, 3, 32, 32)
     y = torch.randint(0, DATA.n_fine, (8,))
     out = net(x)
@@ -104,10 +104,10 @@ def test_metrics_are_the_metrics_modules_on_the_last_exits_scores():
     logits = rng.normal(size=(1, n, DATA.n_fine)).astype(np.float32)
     logits[0, np.arange(n), y] += 2.0
     cache = ExitCache(("fine",), {"fine": logits}, {"fine": y}, {"flops": np.array([123.0])})
-    ev = family().evaluate(cache, {"loss": "ce"}, 0, DATA)
+    ev = family().evaluate(cache, TrialInputs({"loss": "ce"}, 0, DATA))
     m = hierarchical_metrics(logits[0], y, DATA.hierarchy.distance_matrix(), coarse_of=DATA.coarse_of)
     assert ev.signal == {"top1_error": m["top1_error"], "mistake_severity": m["mistake_severity"], "expected_flops": 123.0}
-    out = family().finish(ev, cache, cache, {"loss": "hxe", "hxe_alpha": 0.3}, 0, DATA)
+    out = family().finish(ev, cache, cache, TrialInputs({"loss": "hxe", "hxe_alpha": 0.3}, 0, DATA))
     assert [r["policy"] for r in out.points] == ["hxe", "hxe"] and out.points[0]["loss_param"] == 0.3
     assert out.points[0]["hdist_5"] == pytest.approx(m["hdist@5"]) and out.trial["tree"] == "superclass"
 
@@ -146,4 +146,4 @@ def test_wordnet_tree_is_used_when_asked():
     z = torch.randn(8, 100)
     cfg = {"loss": "hxe", "hxe_alpha": 0.5}
     out = [(z,)]
-    assert deep.make_loss(cfg, 1, data)(out, y, None, 0) != flat.make_loss(cfg, 1, data)(out, y, None, 0)
+    assert deep.make_loss(TrialInputs(cfg, 0, data), 1)(out, y, None, 0) != flat.make_loss(TrialInputs(cfg, 0, data), 1)(out, y, None, 0)

@@ -12,6 +12,7 @@ import torch
 from spaces import get_space
 from trainables.data import Split
 from trainables.device_data import DeviceLoader
+from trainables.family import TrialInputs
 from trainables.loop import LocalReporter, TrialContext, TrialDiverged, run_trial
 from trainables.pareto import hypervolume
 
@@ -105,7 +106,7 @@ def test_per_epoch_signal_is_the_final_measure(tmp_path):
     d = tmp_path / "trial"
     status = json.loads((d / "status.json").read_text())
     last = ctx.reporter.history[-1]["hypervolume"]
-    again = fam.evaluate(ExitCache.load(d / "exit_cache_calibration.npz"), TINY_CFG, status["seed"], None)
+    again = fam.evaluate(ExitCache.load(d / "exit_cache_calibration.npz"), TrialInputs(TINY_CFG, status["seed"]))
     assert again.signal["hypervolume"] == pytest.approx(last, abs=1e-12)
     curves = json.loads((d / "curves.json").read_text())
     assert [c["hypervolume"] for c in curves] == [h["hypervolume"] for h in ctx.reporter.history]
@@ -142,7 +143,7 @@ def test_accelerate_state_does_not_leak_between_trials(tmp_path):
 
 def test_single_exit_network_uses_the_last_exit_weight(tmp_path):
     fam = gran_family()
-    loss = fam.make_loss({"exit_weight_first": 1.0, "exit_weight_last": 0.25}, 1, None)
+    loss = fam.make_loss(TrialInputs({"exit_weight_first": 1.0, "exit_weight_last": 0.25}), 1)
     assert list(loss.exit_weights) == [0.25]
     m = run_trial(fam, {**TINY_CFG, "exit_after": [2], "epochs": 1, "exit_weight_last": 0.25}, tiny_ctx(tmp_path))
     assert np.isfinite(m["train_loss"])
