@@ -12,7 +12,8 @@ The choice is made among the run's global-front points on CALIBRATION scores, ne
 space declares a default rule (README, "Using a front point"), and `min_<metric>=v` /
 `max_<metric>=v` keywords add constraints on any declared point metric (or a short name the
 space declares, e.g. `max_flops`). The space rebuilds its own network and says how a point's policy
-parameters become exit thresholds. `clf.point` holds the point's calibration and test rows.
+parameters become exit thresholds: `Family.predictor` returns the point's predictor (the early-exit
+cascade for the early-exit families). `clf.point` holds the point's calibration and test rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 
 from reports.schema import read_results
 from trainables.contract import Declaration, Selection
-from trainables.dynamic import DynamicClassifier
+from trainables.predictor import Predictor
 from trainables.storage import fetch_run, is_uri
 
 __all__ = ["choose_point", "load_operating_point"]
@@ -54,7 +55,7 @@ def choose_point(rows: list[dict[str, Any]], decl: Declaration, selection: Selec
 
 
 def load_operating_point(run_dir: str | Path, point_id: str | None = None, *, device: str = "cpu",
-                         selection: Selection | None = None, **constraints: float) -> DynamicClassifier:
+                         selection: Selection | None = None, **constraints: float) -> Predictor:
     if is_uri(str(run_dir)):  # a bucket run (s3://BUCKET/PREFIX/RUN): fetched into this machine's copy
         run_dir, _ = fetch_run(str(run_dir))
     run_dir = Path(run_dir)
@@ -72,6 +73,6 @@ def load_operating_point(run_dir: str | Path, point_id: str | None = None, *, de
     ckpt = run_dir / "trials" / row["trial_id"] / "model.pt"
     if not ckpt.exists():
         raise FileNotFoundError(f"trial {row['trial_id']}'s final network {ckpt} is missing")
-    clf = DynamicClassifier.from_checkpoint(ckpt, family.build_model, lambda model: family.thresholds(row, model), device)
+    clf = family.predictor(row, ckpt, device)  # the family's own predictor of its points
     clf.point = by_split
     return clf

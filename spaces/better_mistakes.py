@@ -148,6 +148,7 @@ def declaration(tree: str) -> Declaration:
                             description="the global-front trial with the lowest calibration top-1 error; "
                                         "ties to the lower mistake severity"),
         notes={**DECLARATION_NOTES, "class tree": tree},
+        answer_metric="top1_error", answer_metric_is_error=True,
     )
 
 

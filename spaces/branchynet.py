@@ -184,6 +184,7 @@ def declaration(objective: str) -> Declaration:
                                         "1 point of the front's best calibration accuracy"),
         hv_objectives=hv, hv_reference=(0.0,) + (1.0,) * len(costs),
         notes={**NOTES, "hypervolume": f"of ({', '.join(hv)}), reference point (0{', 1' * len(costs)})"},
+        answer_metric="accuracy",
     )
 
 

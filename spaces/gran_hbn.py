@@ -169,6 +169,7 @@ DECLARATION = Declaration(
     ),
     hv_objectives=("accuracy", "specificity", "expected_flops_norm"),
     hv_reference=(0.0, 0.0, 1.0),
+    answer_metric="accuracy",
     notes={
         "FLOPs convention": FLOPS_CONVENTION,
         "specificity": "fraction of answers given at the fine (class) level rather than the coarse (superclass) level",

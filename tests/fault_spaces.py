@@ -59,6 +59,7 @@ SINGLE = Declaration(
     objectives={"accuracy": "max", "expected_flops_norm": "min"},
     report=ReportSpec(fronts=(("expected_flops_norm", "accuracy"),), table=("accuracy", "expected_flops_norm")),
     selection=Selection(best="accuracy", description="best calibration accuracy"),
+    answer_metric="accuracy",
 )
 
 

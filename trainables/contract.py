@@ -165,6 +165,10 @@ class Declaration:
     hv_reference: tuple[float, ...] = ()  # hypervolume reference point over `hv_objectives`
     hv_objectives: tuple[str, ...] = ()  # point metrics of the trial's calibration hypervolume
     notes: Mapping[str, str] = field(default_factory=dict)  # conventions stated in every report
+    # the point metric that is the fraction of a point's answers right at the level given (or, with
+    # answer_metric_is_error, the fraction wrong): what the point's predictor must reproduce
+    answer_metric: str = ""
+    answer_metric_is_error: bool = False
 
     def __post_init__(self) -> None:
         if self.yields not in ("points", "point"):
@@ -200,6 +204,8 @@ class Declaration:
         for n in (self.selection.best, *self.selection.constraints, *([self.selection.tie_break] if self.selection.tie_break else [])):
             if n not in point:
                 raise ValueError(f"selection metric {n!r} is not a declared point metric")
+        if self.answer_metric and self.answer_metric not in point:
+            raise ValueError(f"answer metric {self.answer_metric!r} is not a declared point metric")
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -251,6 +257,7 @@ class Declaration:
             objectives=dict(d["objectives"]), report=report, selection=selection,
             hv_reference=tuple(float(v) for v in d.get("hv_reference", ())),
             hv_objectives=tuple(d.get("hv_objectives", ())), notes=dict(d.get("notes", {})),
+            answer_metric=d.get("answer_metric", ""), answer_metric_is_error=bool(d.get("answer_metric_is_error", False)),
         )
 
 

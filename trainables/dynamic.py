@@ -9,7 +9,6 @@ coarse).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ import torch
 
 from trainables.exits import cascade_step, normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
+from trainables.predictor import Prediction
 
 __all__ = ["Answers", "DynamicClassifier", "Prediction", "answer_at_exit", "data_info"]
 
@@ -27,19 +27,6 @@ def data_info(payload: dict[str, Any]):
     from trainables.family import DataInfo
 
     return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["data"].items()})
-
-
-@dataclass
-class Prediction:
-    label: np.ndarray  # (N,) int64: class index at the level answered
-    level: np.ndarray  # (N,) int64: answer level index (0 = the first level, e.g. fine)
-    exit: np.ndarray  # (N,) int64: exit index that answered
-    name: list[str]  # class name of each answer at its level
-
-    @property
-    def fine(self) -> np.ndarray:
-        """(N,) bool: answered at the first (finest) level."""
-        return self.level == 0
 
 
 class Answers(NamedTuple):
@@ -75,6 +62,8 @@ def answer_at_exit(heads, h: torch.Tensor, thresholds: np.ndarray, last: bool, k
 
 
 class DynamicClassifier:
+    """The early-exit cascade at a point's thresholds: a Predictor (trainables/predictor.py)."""
+
     def __init__(
         self,
         model: EarlyExitNet,
@@ -95,6 +84,7 @@ class DynamicClassifier:
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255
         self.names = {level: list(names[level]) for level in model.levels}
         self.segments = model.segments()  # built once: making the modules costs more than a small exit's compute
+        self.levels = tuple(model.levels)
         self.point: dict[str, Any] = {}  # the operating point's rows (set by search.load)
 
     @classmethod

@@ -147,3 +147,22 @@ def test_loader_predicts_as_calibration_scored(one_trial_run):
     exit_at, level, _ = apply_policy(cache.stats(), clf.thresholds[: len(cache.levels)])  # the levels calibrated on
     # the cache holds fp16 logits, so a sample right at a threshold may fall the other way
     assert ((exit_at[:200] == pred.exit) & (level[:200] == pred.level)).mean() >= 0.95
+
+
+def test_default_points_predictor_reproduces_its_calibration_accuracy(one_trial_run):
+    """The loaded predictor of the space's default point, run on the calibration split's images,
+    answers as well as the point's stored calibration score says (the metric the declaration names)."""
+    from search.load import load_operating_point
+    from trainables.device_data import load_data
+    from trainables.predictor import answer_accuracy
+
+    name, run_dir, decl, _ = one_trial_run
+    assert decl.answer_metric, f"{name}: its Declaration names no answer_metric"
+    clf = load_operating_point(run_dir)
+    ds = load_data("synthetic", None, size="tiny", download=False, seed=0)  # the run's data and split (seed 0)
+    images, fine = ds.calib.images.numpy(), ds.calib.fine.numpy()
+    measured = answer_accuracy(clf.predict(images), clf.levels, fine, ds.hierarchy.coarse_of)
+    stored = clf.point["calibration"][decl.answer_metric]
+    expected = 1.0 - stored if decl.answer_metric_is_error else stored
+    # the stored score comes from fp16-cached logits: a sample right at a threshold may fall the other way
+    assert abs(measured - expected) <= 2 / len(fine) + 1e-9, (name, measured, expected)
