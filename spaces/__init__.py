@@ -1,9 +1,9 @@
 """Named search spaces. A registry filled by `@register_space` on small builder functions.
 
 The space's name is the builder's name; registering a name twice raises (a silently replaced
-space would change what a run searches). Add a family by adding a module here and importing it
-at the bottom of this file, or, outside this package, by naming its module in the environment
-variable EXITSEARCH_SPACES.
+space would change what a run searches). Add a family by adding a module to this package (every
+module whose name does not start with "_" is imported, in name order: nothing else to edit), or,
+outside this package, by naming its module in the environment variable EXITSEARCH_SPACES.
 """
 
 from __future__ import annotations
@@ -27,9 +27,17 @@ def get_space(name: str) -> Space:
     return space
 
 
-from spaces import better_mistakes as _better_mistakes  # noqa: E402,F401
-from spaces import branchynet as _branchynet  # noqa: E402,F401
-from spaces import gran_hbn as _gran_hbn  # noqa: E402,F401
+def _load_builtins() -> None:
+    """Import every public module of this package (each registers its space)."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load_builtins()
 
 
 _PLUGIN_ERRORS: list[str] = []

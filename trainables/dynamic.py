@@ -72,6 +72,7 @@ class DynamicClassifier:
         std: tuple[float, ...],
         names: dict[str, list[str]],
         device: str | torch.device = "cpu",
+        exit_costs: dict[str, Any] | None = None,
     ) -> None:
         t = np.asarray(thresholds, dtype=np.float64)
         if t.shape != (len(model.levels), model.n_exits):
@@ -86,6 +87,9 @@ class DynamicClassifier:
         self.segments = model.segments()  # built once: making the modules costs more than a small exit's compute
         self.levels = tuple(model.levels)
         self.point: dict[str, Any] = {}  # the operating point's rows (set by search.load)
+        # cost name -> (K,) cumulative cost of answering at each exit (what a sample leaving there ran)
+        self.exit_costs = {k: np.asarray(v, dtype=np.float64) for k, v in (exit_costs or {}).items()
+                           if np.shape(v) == (model.n_exits,)}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu") -> DynamicClassifier:
@@ -96,7 +100,7 @@ class DynamicClassifier:
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
         names = {level: list(data.names(level)) for level in model.levels}
-        return cls(model, thresholds_of(model), data.mean, data.std, names, device)
+        return cls(model, thresholds_of(model), data.mean, data.std, names, device, exit_costs=payload.get("costs"))
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
@@ -121,4 +125,6 @@ class DynamicClassifier:
         label_np, level_np = label.cpu().numpy(), level.cpu().numpy()
         levels = self.model.levels
         names = [self.names[levels[j]][c] for c, j in zip(label_np, level_np)]
-        return Prediction(label=label_np, level=level_np, exit=exit_at.cpu().numpy(), name=names)
+        exit_np = exit_at.cpu().numpy()
+        return Prediction(label=label_np, level=level_np, exit=exit_np, name=names,
+                          cost={k: v[exit_np] for k, v in self.exit_costs.items()})
