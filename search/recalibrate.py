@@ -76,10 +76,9 @@ def _trial_numbers(run_dir: Path) -> dict[str, dict[str, Any]]:
 def _read_trial(tdir: Path) -> tuple[dict[str, Any], list[Any], Any]:
     """(status, [calibration cache, test cache], data info) of a complete trial; ValueError naming
     the trial and the file when one is missing or cannot be read."""
-    import torch
-
     from trainables.dynamic import data_info
     from trainables.exits import ExitCache
+    from trainables.safe_load import UnsafeFile, load_torch
 
     for name in _NEEDED:
         if not (tdir / name).is_file():
@@ -94,7 +93,9 @@ def _read_trial(tdir: Path) -> tuple[dict[str, Any], list[Any], Any]:
         path = tdir / "exit_cache_test.npz"
         caches.append(ExitCache.load(path))
         path = tdir / "model.pt"
-        data = data_info(torch.load(path, map_location="cpu", weights_only=False))
+        data = data_info(load_torch(path))
+    except UnsafeFile as exc:
+        raise ValueError(f"trial {tdir.name}: {exc}") from exc
     except Exception as exc:  # a damaged file fails in many ways (BadZipFile, EOFError, KeyError, ...): all mean the same
         raise ValueError(f"trial {tdir.name}: {path} cannot be read ({type(exc).__name__}: {exc}): "
                          "truncated or damaged") from exc

@@ -26,7 +26,7 @@ def data_info(payload: dict[str, Any]):
     """The DataInfo a trial stored with its network in model.pt."""
     from trainables.family import DataInfo
 
-    return DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["data"].items()})
+    return DataInfo.from_plain(payload["data"])
 
 
 class Answers(NamedTuple):
@@ -95,7 +95,9 @@ class DynamicClassifier:
     def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu") -> DynamicClassifier:
         """From a trial's model.pt: `build_model(config, data)` rebuilds the network (the family's),
         `thresholds_of(model)` gives the operating point's thresholds for it."""
-        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+        from trainables.safe_load import load_torch
+
+        payload: dict[str, Any] = load_torch(path)
         data = data_info(payload)
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])

@@ -65,6 +65,22 @@ class DataInfo(NamedTuple):
     def n_classes(self, level: str) -> int:
         return {"fine": self.n_fine, "coarse": self.n_coarse}[level]
 
+    def to_plain(self) -> dict[str, Any]:
+        """Plain values only (lists, numbers, strings, dicts; the trees as `Hierarchy.to_dict`):
+        what a safe loader (`torch.load(weights_only=True)`) reads back; `from_plain` inverts it."""
+        d: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
+        d["hierarchy"] = self.hierarchy.to_dict() if self.hierarchy is not None else None
+        d["tree"] = self.tree.to_dict() if self.tree is not None else None
+        return d
+
+    @classmethod
+    def from_plain(cls, d: Mapping[str, Any]) -> DataInfo:
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        for k in ("hierarchy", "tree"):
+            if isinstance(kw.get(k), dict):
+                kw[k] = Hierarchy.from_dict(kw[k])
+        return cls(**kw)
+
     def names(self, level: str) -> tuple[str, ...]:
         return {"fine": self.fine_names, "coarse": self.coarse_names}[level]
 

@@ -44,6 +44,7 @@ from trainables.family import DataInfo, Family, TrialInputs
 from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
 from trainables.plan import Stage, StopTracker, metric_of
 from trainables.precision import Precision
+from trainables.safe_load import load_torch, plain_values
 
 __all__ = ["LocalReporter", "Reporter", "TrialContext", "TrialDiverged", "run_trial"]
 
@@ -276,7 +277,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     start_stage, start_epoch, state = 0, 0, None
     ckpt = ctx.reporter.get_checkpoint()
     if ckpt is not None:
-        state = torch.load(Path(ckpt) / "state.pt", map_location=device, weights_only=False)
+        state = load_torch(Path(ckpt) / "state.pt", map_location=device)
         net.load_state_dict(state["model"])
         curves = list(state["curves"])
         start_stage = int(state.get("stage", 0))
@@ -398,11 +399,11 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                           status="complete" if done else "running", signal=evaluation.signal)
             _write_status(trial_dir, status)
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "precision": precision.state_dict(), "epoch": position - 1, "curves": curves,
-                            "stage": s, "stage_epoch": e + 1, "stage_stopped": bool(stop),
-                            **({"stop": tracker.state()} if tracker is not None else {}),
-                            **({"best_model": best_state} if best_state is not None and not ends else {})},
+                torch.save(plain_values({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                         "precision": precision.state_dict(), "epoch": position - 1, "curves": curves,
+                                         "stage": s, "stage_epoch": e + 1, "stage_stopped": bool(stop),
+                                         **({"stop": tracker.state()} if tracker is not None else {}),
+                                         **({"best_model": best_state} if best_state is not None and not ends else {})}),
                            Path(tmp) / "state.pt")
                 ctx.reporter.report(metrics, tmp)
             if stop:
@@ -442,9 +443,9 @@ def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: Exit
     write_outcome(trial_dir, family, outcome, {"finish_seconds": seconds})
     status["trial"] = outcome.trial
     payload = {"config": status["config"], "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-               "data": data._asdict(), "outputs": family.outputs(data),
+               "data": data.to_plain(), "outputs": family.outputs(data),
                "costs": {k: np.asarray(v).tolist() for k, v in calib_cache.costs.items()}}
-    atomic_write(trial_dir / "model.pt", lambda tmp: torch.save(payload, tmp))
+    atomic_write(trial_dir / "model.pt", lambda tmp: torch.save(plain_values(payload), tmp))
 
 
 def write_outcome(trial_dir: Path, family: Family, outcome, extra: dict[str, Any]) -> None:

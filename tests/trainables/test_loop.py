@@ -117,7 +117,7 @@ def test_trial_resumes_from_checkpoint(tmp_path):
     ctx = tiny_ctx(tmp_path)
     run_trial(gran_family(), {**cfg, "epochs": 2}, ctx)
     # a retried trial: same directory, checkpoint after epoch 2 of 3 -> only epoch 3 runs
-    state = torch.load(tmp_path / "trial" / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "trial" / "checkpoint" / "state.pt", weights_only=True)
     assert state["epoch"] == 1
     m = run_trial(gran_family(), {**cfg, "epochs": 3}, ctx)
     status = json.loads((tmp_path / "trial" / "status.json").read_text())
