@@ -96,6 +96,8 @@ COMMON_CURVES = pa.schema([
     ("epoch_seconds", pa.float64()),
     ("images_per_second", pa.float64()),
     ("evaluation_seconds", pa.float64()),  # the per-epoch signal's own cost (calibration on the cached outputs)
+    ("stage", pa.string()),  # the training plan's stage of this epoch (plans of several stages, or with a stop rule)
+    ("restored_epoch", pa.int64()),  # the stage ended here with the weights of this (earlier) epoch
 ])
 
 _TYPES = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "str": pa.string(), "floats": pa.list_(pa.float64())}
