@@ -164,3 +164,25 @@ def test_better_mistakes_smoke_end_to_end(tmp_path):
     html = (run / "report.html").read_text()
     assert html.count("<svg") >= 2 and "mistake_severity" in html
     _check_loader(run)
+
+
+def test_hierarchy_heads_smoke_end_to_end(tmp_path):
+    """The README's hierarchy_heads quick start: heads searched, routing calibrated per trial, results
+    and report; the default point's predictor runs only its routed heads and says what each image cost."""
+    p = search("--space", "hierarchy_heads", "--data", "synthetic", "--budget", "smoke", "--name", "hh",
+               "--storage", str(tmp_path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "hh"
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    assert {r["status"] for r in rows} == {"complete"} and len({r["trial_id"] for r in rows}) == 4
+    assert all(r["head_macs"] > 0 and r["expected_flops"] > r["head_macs"] for r in rows)
+    assert all(r["flat_head"] == (r["head_type"] in ("flat", "lowrank")) for r in rows)
+    html = (run / "report.html").read_text()
+    assert html.count("<svg") >= 2 and "head_macs" in html
+    from search.load import load_operating_point
+    from trainables.data import get_dataset
+
+    clf = load_operating_point(run)
+    assert clf.point["calibration"]["on_front"]
+    pred = clf.predict(get_dataset("synthetic", size="smoke").test.images[:64])
+    assert pred.cost["head_macs"].shape == (64,) and (pred.cost["flops"] > pred.cost["head_macs"]).all()

@@ -1,0 +1,338 @@
+"""hierarchy_heads: flat, low-rank and hierarchical classifier heads, routing calibrated after training.
+
+AI701 (../shared/RESEARCH.md) put a superclass head on a backbone, then one child head per
+superclass of which only the chosen one runs, and factorised the flat head as features -> d ->
+classes; its cost was head MACs. Its hard routing (superclass -> child head) reached 63.55% on
+CIFAR-100 against the flat head's 74.3%. Here the routing is a post-training parameter: when the
+superclass head is unsure (normalised entropy above a threshold t), the child heads of the top-k
+superclasses run and the answer maximises p(superclass) x p(child | superclass)
+(trainables/hierarchy_heads/routing.py). Every trial caches every head's outputs on the
+calibration split and scores every (t, k) there (train once, calibrate many), so each trial
+yields a front of accuracy against head MACs; test is only scored.
+
+Searched: the backbone (ResNet-9, width; or the CIFAR ResNet, width and depth), the head (flat;
+low-rank with rank d and an optional ReLU; hierarchical with flat or low-rank child heads), the
+training of a hierarchical head (joint: superclass and child losses with weights and start / ramp
+epochs; or staged: superclass head and backbone first, then the child heads on the frozen
+backbone, as the research did), an early-stopping patience, and optimiser and schedule.
+
+Cost of an image as executed: head MACs = the superclass head's plus those of every child head
+that ran for it (a flat or low-rank head: its own); total FLOPs = the backbone's + 2 per head MAC.
+
+Superclasses are the dataset's own (`--tree induced`, groups induced from a flat classifier, is
+not built yet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from spaces import register_space
+from spaces._base import Budget, Space
+from spaces._training import suggest_training
+from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
+from trainables.exits import ALWAYS, NEVER, ExitCache
+from trainables.family import DataInfo, Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.losses import ramp
+from trainables.pareto import hypervolume, non_dominated_mask
+from trainables.plan import Plan, Stage, StopRule
+
+BUDGETS = {
+    "smoke": Budget("smoke", epochs=4, data_size="smoke", trials=4, calibration={"levels": 24, "max_points": 32, "max_k": 3}),
+    "full": Budget("full", epochs=30, data_size="full", trials=32, calibration={"levels": 64, "max_points": 96, "max_k": 5}),
+}
+RESNET9_WIDTHS = {"smoke": [8], "full": [32, 64]}
+RESNET_WIDTHS = {"smoke": [8], "full": [32, 64]}
+RESNET_BLOCKS = {"smoke": (1, 1), "full": (1, 2)}
+RANKS = {"smoke": [4, 8], "full": [16, 32, 64, 128]}
+BATCH_SIZES = {"smoke": [64, 128], "full": [128, 256, 512]}
+SCHEDULES = ("onecycle", "cosine", "multistep")  # one-cycle: how ResNet-9 is trained
+STOP_PATIENCE = (0, 2)  # 0: no early stopping
+
+
+def define(trial, budget: Budget) -> dict[str, Any]:
+    """Define-by-run: only suggest_* calls; returns the derived constants."""
+    b = budget.name
+    backbone = trial.suggest_categorical("backbone", ["resnet9", "resnet"])
+    if backbone == "resnet9":
+        trial.suggest_categorical("resnet9.width", RESNET9_WIDTHS[b])
+    else:
+        trial.suggest_categorical("resnet.width", RESNET_WIDTHS[b])
+        trial.suggest_int("resnet.blocks", *RESNET_BLOCKS[b])
+        trial.suggest_int("resnet.n_stages", 3, 4)
+    head = trial.suggest_categorical("head", ["flat", "lowrank", "hier"])
+    if head == "lowrank":
+        trial.suggest_categorical("rank", RANKS[b])
+    if head == "hier":
+        child = trial.suggest_categorical("child_head", ["flat", "lowrank"])
+        if child == "lowrank":
+            trial.suggest_categorical("child_rank", RANKS[b])
+    if head != "flat":
+        trial.suggest_categorical("nonlinear", [False, True])
+    epochs = trial.suggest_int("epochs", max(1, math.ceil(budget.epochs / 2)), budget.epochs)
+    if head == "hier":
+        # staged needs an epoch for each stage; a one-epoch trial trains jointly (no `training` key)
+        training = trial.suggest_categorical("training", ["joint", "staged"]) if epochs >= 2 else "joint"
+        if training == "joint":
+            ramp_max = max(0, epochs // 3)
+            trial.suggest_float("lambda_fine", 0.5, 2.0)
+            trial.suggest_float("lambda_coarse", 0.25, 2.0)
+            trial.suggest_int("fine_start_epoch", 0, ramp_max)
+            trial.suggest_int("fine_ramp_epochs", 0, ramp_max)
+        else:
+            trial.suggest_int("child_epochs", 1, max(1, epochs // 2))  # of `epochs`, the child heads' stage
+    trial.suggest_categorical("stop_patience", list(STOP_PATIENCE))
+    lr = suggest_training(trial, BATCH_SIZES[b], schedules=SCHEDULES)
+    return {"lr": lr}
+
+
+def largest_configs(budget: Budget) -> list[dict[str, Any]]:
+    b = budget.name
+    head = {"head": "hier", "child_head": "flat"}
+    return [{"backbone": "resnet9", "resnet9.width": max(RESNET9_WIDTHS[b]), **head},
+            {"backbone": "resnet", "resnet.width": max(RESNET_WIDTHS[b]), "resnet.blocks": RESNET_BLOCKS[b][1],
+             "resnet.n_stages": 4, **head}]
+
+
+COST_CONVENTION = (
+    "head MACs per image as executed: the superclass head's plus every child head that ran for that image (a flat "
+    "or low-rank head: its own), counted from the linear layers (in x out, biases not counted); total FLOPs = the "
+    "backbone's (torch.utils.flop_counter at batch 1) + 2 per head MAC; expected values are means over the split's "
+    "images; normalised FLOPs divide by the space's largest network's, relative head MACs by the flat head's on the "
+    "same backbone"
+)
+
+DECLARATION = Declaration(
+    yields="points",
+    point=(
+        Column("accuracy", direction="max", unit="fraction", description="fine-class answers right"),
+        Column("head_macs", direction="min", unit="MACs", description="mean head multiply-accumulates per image, as executed"),
+        Column("expected_flops", direction="min", unit="FLOPs", description="mean total FLOPs per image, as executed"),
+        Column("expected_flops_norm", direction="min", unit="ratio", description="expected FLOPs / the space's largest network's"),
+        Column("head_macs_rel", direction="min", unit="ratio", description="head MACs / the flat head's on this backbone"),
+        Column("answer_superclass_accuracy", unit="fraction", description="answers in the label's superclass"),
+        Column("child_accuracy", unit="fraction",
+               description="answers right among those in the right superclass (child accuracy given a correct superclass)"),
+        Column("multi_head_fraction", unit="fraction", description="images for which more than one child head ran"),
+    ),
+    policy=(
+        Column("routing_threshold", description="normalised superclass entropy above which the top-k child heads run "
+                                                "(2: hard routing; -1: k heads for every image; unused by a flat head)"),
+        Column("routing_k", description="child heads run for an unsure image (unused by a flat head)"),
+        Column("flat_head", "bool", description="a flat or low-rank head (no routing): the reference the routed heads are read against"),
+    ),
+    trial=(
+        Column("hypervolume", direction="max",
+               description="hypervolume of the trial's calibration front (its search signal); trials/<id>/calibration_front.npz"),
+        Column("head_type", "str", description="flat, lowrank, or hier/<child head>"),
+        Column("superclass_accuracy", unit="fraction", description="the superclass head's top-1 accuracy on calibration "
+                                                                    "(a flat head: the superclass its probabilities imply)"),
+        Column("flat_head_macs", unit="MACs", description="MACs of a flat head on this backbone (features x classes)"),
+        Column("backbone_flops", unit="FLOPs", description="FLOPs per image of the backbone"),
+        Column("settings_evaluated", "int", description="routing settings scored on calibration"),
+    ),
+    curves=(
+        Column("hypervolume", direction="max", description="calibration-front hypervolume after this epoch"),
+        Column("accuracy", direction="max", unit="fraction", description="best calibration accuracy over routing settings"),
+        Column("superclass_accuracy", direction="max", unit="fraction", description="superclass head's calibration accuracy"),
+    ),
+    point_objectives=("accuracy", "head_macs", "expected_flops"),
+    objectives={"hypervolume": "max"},
+    report=ReportSpec(
+        fronts=(("head_macs", "accuracy"), ("expected_flops", "accuracy")),
+        table=("accuracy", "head_macs", "expected_flops", "answer_superclass_accuracy", "child_accuracy", "multi_head_fraction"),
+        trial_curve=("head_macs", "accuracy"),
+        marks=("flat_head",),
+        epoch_panels=("hypervolume", "accuracy", "superclass_accuracy"),
+        key_config=("backbone", "head", "child_head", "rank", "child_rank", "training", "epochs", "optimizer"),
+    ),
+    selection=Selection(best="accuracy", tie_break="head_macs", aliases={"macs": "head_macs", "flops": "expected_flops"},
+                        description="the global-front point with the best calibration accuracy; ties to fewer head MACs"),
+    hv_objectives=("accuracy", "head_macs_rel", "expected_flops_norm"),
+    hv_reference=(0.0, 4.0, 1.0),
+    answer_metric="accuracy",
+    notes={
+        "cost convention": COST_CONVENTION,
+        "routing": "trainables/hierarchy_heads/routing.py: entropy threshold and k, calibrated on the calibration split's "
+                   "cached head outputs; test only scored",
+        "hypervolume": "of (accuracy, head MACs / flat head's, expected FLOPs / largest network's), reference (0, 4, 1)",
+    },
+)
+
+
+def _child_loss(fine_joint, coarse, y_fine, y_coarse):
+    """Cross-entropy of the true superclass's child head: -log p(c | s(c))."""
+    import torch
+
+    logp_s = torch.log_softmax(coarse.float(), dim=-1)
+    return -(fine_joint.float().gather(1, y_fine[:, None]) - logp_s.gather(1, y_coarse[:, None])).mean()
+
+
+class HierarchyHeads(Family):
+    """One backbone and one head per trial; routing of a hierarchical head calibrated on its cache."""
+
+    levels = ("fine", "coarse")
+
+    def build_model(self, config: Mapping[str, Any], data: DataInfo):
+        from trainables.hierarchy_heads.model import build_hierarchy_heads_net
+
+        return build_hierarchy_heads_net(config, data.channels, data.coarse_of)
+
+    def heads(self, config: Mapping[str, Any], data: DataInfo) -> dict[str, Any]:
+        """The head's MACs (per child head, too) and the flat head's on the same backbone, for a config."""
+        key = (json.dumps(dict(config), sort_keys=True, default=str), data.channels, tuple(data.coarse_of))
+        cache = self.__dict__.setdefault("_head_macs", {})
+        if key not in cache:
+            net = self.build_model(config, data)
+            head = net.head
+            cache[key] = {**head.macs(), "all": head.all_macs(), "flat": net.feature_channels * data.n_fine,
+                          "hier": head.hierarchical}
+        return cache[key]
+
+    def plan(self, inputs: TrialInputs) -> Plan:
+        config = inputs.config
+        epochs = int(config["epochs"])
+        patience = int(config.get("stop_patience", 0))
+        stop = (lambda metric: StopRule(metric, "max", patience)) if patience else (lambda metric: None)
+        if config.get("head") == "hier" and config.get("training") == "staged":
+            child = min(int(config.get("child_epochs", 1)), epochs - 1)
+            return Plan((Stage("superclass", epochs - child, trains=("stages", "head.coarse"), stop=stop("superclass_accuracy")),
+                         Stage("children", child, trains=("head.children_heads",), stop=stop("accuracy"))))
+        return Plan((Stage("train", epochs, stop=stop("accuracy")),))
+
+    def make_loss(self, inputs: TrialInputs, n_exits: int):
+        import torch.nn.functional as F
+
+        config = inputs.config
+        smoothing = float(config.get("label_smoothing", 0.0))
+        stage = inputs.stage.name if inputs.stage is not None else "train"
+        if config.get("head") != "hier":
+            return lambda outputs, y_fine, y_coarse, epoch: F.cross_entropy(outputs[-1][0].float(), y_fine,
+                                                                            label_smoothing=smoothing)
+        if stage == "superclass":
+            return lambda outputs, y_fine, y_coarse, epoch: F.cross_entropy(outputs[-1][1].float(), y_coarse,
+                                                                            label_smoothing=smoothing)
+        if stage == "children":
+            return lambda outputs, y_fine, y_coarse, epoch: _child_loss(*outputs[-1], y_fine, y_coarse)
+        lf, lc = float(config.get("lambda_fine", 1.0)), float(config.get("lambda_coarse", 1.0))
+        start, ramp_epochs = float(config.get("fine_start_epoch", 0)), float(config.get("fine_ramp_epochs", 0))
+
+        def joint(outputs, y_fine, y_coarse, epoch):
+            fine, coarse = outputs[-1]
+            return (lc * F.cross_entropy(coarse.float(), y_coarse, label_smoothing=smoothing)
+                    + ramp(epoch, lf, start, ramp_epochs) * _child_loss(fine, coarse, y_fine, y_coarse))
+
+        return joint
+
+    def _settings(self, cache: ExitCache, inputs: TrialInputs, thresholds: np.ndarray | None = None):
+        """Every routing setting's metrics on a split (thresholds from this split when not given)."""
+        from trainables.hierarchy_heads.routing import route_top_k, score_settings, thresholds_grid
+
+        data, heads = inputs.data, self.heads(inputs.config, inputs.data)
+        fine, coarse = cache.logits["fine"][-1], cache.logits["coarse"][-1]
+        y = cache.labels["fine"]
+        backbone = float(cache.costs["flops"][-1]) - 2 * heads["all"]
+        if heads["hier"]:
+            max_k = int(self.calibration.get("max_k", 3))
+            routed = route_top_k(fine, coarse, data.coarse_of, [*range(1, max_k + 1), data.n_coarse],
+                                 heads["coarse"], heads["children"])
+            if thresholds is None:
+                thresholds = thresholds_grid(routed.entropy, int(self.calibration.get("levels", 32)))
+            m = score_settings(routed, thresholds, y, data.coarse_of)
+        else:
+            label = np.asarray(fine, dtype=np.float32).argmax(1)
+            group = np.asarray(data.coarse_of)
+            acc, sup = float((label == y).mean()), float((group[label] == group[y]).mean())
+            m = {"threshold": np.array([ALWAYS]), "k": np.array([1.0]), "accuracy": np.array([acc]),
+                 "answer_superclass_accuracy": np.array([sup]), "child_accuracy": np.array([acc / sup if sup else np.nan]),
+                 "head_macs": np.array([float(heads["head"])]), "multi_head_fraction": np.array([0.0])}
+        m["expected_flops"] = backbone + 2 * m["head_macs"]
+        m["expected_flops_norm"] = m["expected_flops"] / float(cache.references.get("flops") or cache.costs["flops"][-1])
+        m["head_macs_rel"] = m["head_macs"] / float(heads["flat"])
+        superclass = float((np.asarray(coarse, dtype=np.float32).argmax(1) == cache.labels["coarse"]).mean())
+        return m, thresholds, {"backbone_flops": backbone, "flat_head_macs": float(heads["flat"]), "superclass_accuracy": superclass}
+
+    def _front(self, m: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+        names = DECLARATION.hv_objectives
+        pts = np.stack([m[n] for n in names], axis=1)
+        maximize = DECLARATION.maximize(names)
+        keep = non_dominated_mask(pts, maximize)
+        # settings that give the same scores (e.g. k = 1 at any threshold) stand once on the front
+        _, first = np.unique(pts[keep], axis=0, return_index=True)
+        keep[np.flatnonzero(keep)[np.setdiff1d(np.arange(keep.sum()), first)]] = False
+        return keep, pts, hypervolume(pts[keep], DECLARATION.hv_reference, maximize)
+
+    def evaluate(self, calib: ExitCache, inputs: TrialInputs) -> Evaluation:
+        m, thresholds, extra = self._settings(calib, inputs)
+        keep, pts, hv = self._front(m)
+        curve = {"hypervolume": hv, "accuracy": float(np.max(m["accuracy"])), "superclass_accuracy": extra["superclass_accuracy"]}
+        return Evaluation({"hypervolume": hv}, curve, (m, thresholds, extra, keep, pts))
+
+    def finish(self, evaluation: Evaluation, calib: ExitCache, test: ExitCache, inputs: TrialInputs) -> Outcome:
+        config = inputs.config
+        m_cal, thresholds, extra, keep, pts = evaluation.state
+        m_test, _, _ = self._settings(test, inputs, thresholds)
+        hier = config.get("head") == "hier"
+        on_front = np.flatnonzero(keep)
+        # the calibration front, thinned evenly along accuracy to the budget's number of stored points
+        front = on_front[np.argsort(m_cal["accuracy"][on_front], kind="stable")]
+        max_points = int(self.calibration.get("max_points", 32))
+        if len(front) > max_points:
+            front = front[np.unique(np.linspace(0, len(front) - 1, max_points).round().astype(int))]
+        chosen = [(int(i), True) for i in front]
+        if hier:  # hard routing and every child head: read against, not chosen
+            for ref in (int(np.flatnonzero((m_cal["threshold"] >= 1) & (m_cal["k"] == 1))[0]),
+                        int(np.flatnonzero((m_cal["threshold"] < 0) & (m_cal["k"] == inputs.data.n_coarse))[0])):
+                if ref not in front:
+                    chosen.append((ref, False))
+        names = [c.name for c in DECLARATION.point]
+        points = []
+        policy = "routed" if hier else config.get("head", "flat")
+        for j, (i, on) in enumerate(chosen):
+            if not on:
+                policy_j = "hard_routing" if m_cal["threshold"][i] >= 1 else "all_heads"
+            else:
+                policy_j = policy
+            by_split = {s: pick({n: m[n] for n in names}, i) for s, m in (("calibration", m_cal), ("test", m_test))}
+            points += point_rows(f"{policy_j}/{j}", policy_j, reference=not on, trial_front=on,
+                                 params={"routing_threshold": float(m_cal["threshold"][i]), "routing_k": float(m_cal["k"][i]),
+                                         "flat_head": not hier},
+                                 by_split=by_split)
+        head_type = f"hier/{config.get('child_head', 'flat')}" if hier else str(config.get("head", "flat"))
+        trial = {"hypervolume": evaluation.signal["hypervolume"], "head_type": head_type,
+                 "superclass_accuracy": extra["superclass_accuracy"], "flat_head_macs": extra["flat_head_macs"],
+                 "backbone_flops": extra["backbone_flops"], "settings_evaluated": int(len(m_cal["accuracy"]))}
+        return Outcome(points, trial, pts[keep])
+
+    def thresholds(self, point: Mapping[str, Any], model: Any) -> np.ndarray:
+        t = np.full((len(model.levels), model.n_exits), NEVER)
+        t[0, -1] = ALWAYS  # one exit, answered fine
+        return t
+
+    def predictor(self, point: Mapping[str, Any], checkpoint: Any, device: str = "cpu"):
+        from trainables.hierarchy_heads.predictor import RoutedHeads
+
+        return RoutedHeads.from_checkpoint(checkpoint, self.build_model, float(point.get("routing_threshold", ALWAYS)),
+                                           int(point.get("routing_k", 1)), device)
+
+
+def family(budget: Budget, options: Mapping[str, str]) -> HierarchyHeads:
+    return HierarchyHeads(DECLARATION, budget.calibration, largest_configs(budget))
+
+
+@register_space
+def hierarchy_heads() -> Space:
+    return Space(
+        name="hierarchy_heads",
+        description="Superclass head then routed child heads, low-rank heads; routing calibrated after training",
+        define=define,
+        family=family,
+        largest_configs=largest_configs,
+        default_data="cifar100",
+        budgets=BUDGETS,
+    )
