@@ -46,7 +46,7 @@ from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evalu
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
 from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
-from trainables.losses import GranularLoss, exit_weights
+from trainables.losses import GranularLoss, config_exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
 
 _SEARCH_KEYS = ("n_trials", "neighbours", "population", "levels", "max_points")
@@ -200,7 +200,7 @@ class BranchyNet(Family):
 
     def make_loss(self, inputs: TrialInputs, n_exits: int) -> GranularLoss:
         config = inputs.config
-        weights = exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 0.3)), n_exits)
+        weights = config_exit_weights(config, n_exits)
         return GranularLoss(exit_weights=weights, lambda_fine=1.0, lambda_coarse=0.0,
                             label_smoothing=float(config.get("label_smoothing", 0.0)))
 

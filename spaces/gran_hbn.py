@@ -28,7 +28,7 @@ from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
 from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
-from trainables.losses import GranularLoss, exit_weights
+from trainables.losses import GranularLoss, config_exit_weights
 
 BUDGETS = {
     # smoke: 2 CPU cores, a few minutes for the whole search (README quick start)
@@ -186,8 +186,7 @@ class GranHBN(Family):
     def make_loss(self, inputs: TrialInputs, n_exits: int) -> GranularLoss:
         config = inputs.config
         return GranularLoss(
-            exit_weights=exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)),
-                                      n_exits),
+            exit_weights=config_exit_weights(config, n_exits),
             lambda_fine=float(config.get("lambda_fine", 1.0)),
             lambda_coarse=float(config.get("lambda_coarse", 1.0)),
             fine_start_epoch=float(config.get("fine_start_epoch", 0)),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GranularLoss", "exit_weights", "ramp"]
+__all__ = ["GranularLoss", "config_exit_weights", "exit_weights", "ramp"]
 
 
 def exit_weights(first: float, last: float, n_exits: int) -> list[float]:
@@ -36,6 +36,12 @@ def exit_weights(first: float, last: float, n_exits: int) -> list[float]:
     if n_exits == 1:
         return [float(last)]
     return [float(first + (last - first) * k / (n_exits - 1)) for k in range(n_exits)]
+
+
+def config_exit_weights(config, n_exits: int) -> list[float]:
+    """The per-exit weights a config names (`exit_weight_first`, `exit_weight_last`): the one place
+    they are read, so a key missing from a config means the same in every family (1.0: equal weights)."""
+    return exit_weights(float(config.get("exit_weight_first", 1.0)), float(config.get("exit_weight_last", 1.0)), n_exits)
 
 
 def ramp(epoch: float, weight: float, start: float, ramp_epochs: float) -> float:

@@ -59,3 +59,17 @@ def test_one_level_outputs_are_branchynets_weighted_cross_entropy():
     ce = torch.nn.functional.cross_entropy
     expect = sum(w * ce(o[0], y) for w, o in zip([1.0, 0.65, 0.3], outs))
     assert fn(outs, y, None, epoch=0).item() == pytest.approx(expect.item(), rel=1e-6)
+
+
+def test_a_config_without_exit_weights_means_the_same_in_every_family():
+    """One default per key: gran_hbn and branchynet read `exit_weight_*` through one function."""
+    from spaces import get_space
+    from trainables.family import TrialInputs
+
+    cfg = {"loss": "ce"}
+    weights = []
+    for name in ("gran_hbn", "branchynet"):
+        space = get_space(name)
+        loss = space.family(space.budget("smoke"), space.resolve_options({})).make_loss(TrialInputs(cfg), 3)
+        weights.append(list(loss.exit_weights))
+    assert weights[0] == weights[1] == [1.0, 1.0, 1.0]

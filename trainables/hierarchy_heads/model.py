@@ -195,7 +195,7 @@ def build_hierarchy_heads_net(config: Mapping[str, Any], in_channels: int, coars
     prefix = f"{config['backbone']}."
     bb = get_backbone(config["backbone"], in_channels=in_channels,
                       **{k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)})
-    heads = Heads(config.get("head", "flat"), bb.stage_channels[-1], coarse_of, rank=int(config.get("rank", 0)),
+    heads = Heads(config["head"], bb.stage_channels[-1], coarse_of, rank=int(config.get("rank", 0)),
                   nonlinear=bool(config.get("nonlinear", False)), child=config.get("child_head", "flat"),
                   child_rank=int(config.get("child_rank", 0)))
     return HierHeadsNet(bb, heads)
