@@ -1,20 +1,25 @@
 """What a family supplies to the shared trial loop (trainables/loop.py).
 
 The loop owns the infrastructure every family needs: device-resident uint8 data and on-device
-augmentation, Accelerate, optimiser and schedule, checkpoints and resumption, reporting to the
-outer search, divergence, the FLOP count (and, when asked, the latency) of every exit, and the
-caching of every exit's outputs on the calibration and test splits. A family supplies only what
-is its own:
+augmentation, Accelerate, the training plan's stages (what trains, optimiser, schedule, epochs,
+stop rule with best-epoch restore; trainables/plan.py), precision from the config
+(trainables/precision.py), checkpoints and resumption mid-stage, reporting to the outer search,
+divergence, the FLOP count (and, when asked, the latency) of every exit, and the caching of every
+exit's outputs on the calibration and test splits. A family supplies only what is its own; every
+hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInfo, stage):
 
-* `build_model(config, data)`  its network (an EarlyExitNet with the family's answer levels);
-* `make_loss(config, n_exits, data)`  its loss, called as loss(outputs, y_fine, y_coarse, epoch);
-* `evaluate(calib, config, seed, data)`  the trial's signal from the calibration split's cached
-  outputs, computed the same way after every epoch and at the end, so a scheduler compares like
-  with like;
-* `finish(evaluation, calib, test, config, seed, data)`  the operating points (chosen on
-  calibration, scored on test) and the trial's declared values;
-* `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, for
-  dynamic inference (search.load);
+* `build_model(config, data)`  its network (one with `n_exits`, `levels` and `segments()`, e.g.
+  an EarlyExitNet with the family's answer levels);
+* `plan(inputs)`  (optional) its training plan; by default one stage of `epochs`;
+* `make_loss(inputs, n_exits)`  its loss for the stage, called as loss(outputs, y_fine, y_coarse, epoch);
+* `evaluate(calib, inputs)`  the trial's signal from the calibration split's cached outputs,
+  computed the same way after every epoch and at the end, so a scheduler compares like with like;
+* `stage_done(stage, net, calib, inputs)`  (optional) after a stage of several ends;
+* `finish(evaluation, calib, test, inputs)`  the operating points (chosen on calibration, scored
+  on test) and the trial's declared values;
+* `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, and
+  `predictor(point, checkpoint, device)`  the predictor of a stored point (by default the
+  early-exit cascade at those thresholds; trainables/predictor.py);
 * `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts.
 
 `data` (DataInfo) is what the family may know of the dataset: shapes, class names, the

@@ -2,8 +2,11 @@
 
 What is searched (`config`, from a space) is kept apart from infrastructure (`ctx`: data, device,
 trial directory, reporter, budget). The loop holds the data on the device as uint8
-(trainables/device_data.py), runs in bf16 autocast with channels_last on a GPU (fp32 on CPU),
-counts every exit's FLOPs (and, when the family asks, measures its latency), and each epoch:
+(trainables/device_data.py), runs at the config's precision (`precision`: auto = bf16 autocast
+with channels_last on a GPU, fp32 on CPU; or fp32, bf16, fp16 with a gradient scaler), counts
+every exit's FLOPs (and, when the family asks, measures its latency), and runs the family's
+training plan stage by stage (each stage: what trains, the rest frozen with its BatchNorm
+statistics; its optimiser and schedule; its stop rule), each epoch:
 
 1. trains (the family's model and loss);
 2. caches every exit's outputs on the calibration split and asks the family for its signal,
