@@ -14,11 +14,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from trainables.atomic import atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ExitCache", "ExitStats", "normalised_entropy"]
 
@@ -29,6 +32,8 @@ def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     The one definition used by calibration (on cached logits, in float64) and by dynamic
     inference (on live logits); half-precision input is computed in float32.
     """
+    import torch  # here, not at the top: the policy math imports this module and stays torch-free
+
     x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     logp = torch.log_softmax(x, dim=-1)
     return (-(logp.exp() * logp).sum(-1) / math.log(x.shape[-1])).clamp(0.0, 1.0)
@@ -75,6 +80,8 @@ class ExitCache:
                    {k: float(v) for k, v in part("reference:").items()}, {k: float(v) for k, v in part("plain:").items()})
 
     def stats(self) -> ExitStats:
+        import torch  # the entropies are computed by the one definition dynamic inference runs
+
         ent, cor = [], []
         for level in self.levels:
             logits = torch.from_numpy(np.asarray(self.logits[level], dtype=np.float64))

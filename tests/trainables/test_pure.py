@@ -1,0 +1,19 @@
+"""The pure layer imports no torch: a report, or a test of the math, loads none of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PURE = ["trainables.contract", "trainables.pareto", "trainables.plan", "trainables.predictor", "trainables.exits",
+        "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.hierarchy_heads.routing",
+        "reports.tables"]
+
+
+def test_pure_modules_import_no_torch():
+    code = ("import importlib, sys\n"
+            f"for m in {PURE!r}:\n"
+            "    importlib.import_module(m)\n"
+            "    assert 'torch' not in sys.modules, m + ' imported torch'\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
