@@ -44,7 +44,7 @@ def run_local(spec: RunSpec) -> Path:
     write_json(run_dir / "spec.json", doc)
     directions = ["maximize" if d == "max" else "minimize" for d in decl.objectives.values()]
     study = optuna.create_study(directions=directions, sampler=optuna.samplers.TPESampler(seed=spec.seed))
-    define = space.search_space(budget)
+    define = space.search_space(budget, options)
     info: dict[str, dict[str, Any]] = {}
     for _ in range(spec.trials):
         trial = study.ask()

@@ -139,7 +139,7 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     modes = [decl.objectives[m] for m in metrics]
     sampler = optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
     return FidelityOptunaSearch(
-        space=space.search_space(space.budget(spec.budget)),
+        space=space.search_space(space.budget(spec.budget), spec.options),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
         sampler=sampler,

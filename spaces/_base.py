@@ -14,6 +14,7 @@ objective), each declared with its choices so the CLI can check them.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,8 +59,11 @@ class Space:
     budgets: dict[str, Budget]
     options: dict[str, Option] = field(default_factory=dict)
 
-    def search_space(self, budget: Budget) -> Callable[[Any], dict[str, Any] | None]:
-        """The define-by-run function, bound to a budget (picklable, for Ray's searcher)."""
+    def search_space(self, budget: Budget, options: Mapping[str, str | None] | None = None) -> Callable[[Any], dict[str, Any] | None]:
+        """The define-by-run function, bound to a budget and, when it takes them (an `options`
+        parameter), the run's options, resolved (picklable, for Ray's searcher)."""
+        if "options" in inspect.signature(self.define).parameters:
+            return functools.partial(self.define, budget=budget, options=self.resolve_options(options or {}))
         return functools.partial(self.define, budget=budget)
 
     def budget(self, name: str) -> Budget:

@@ -15,6 +15,8 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
 * `evaluate(calib, inputs)`  the trial's signal from the calibration split's cached outputs,
   computed the same way after every epoch and at the end, so a scheduler compares like with like;
 * `stage_done(stage, net, calib, inputs)`  (optional) after a stage of several ends;
+* `cache_extras(net, data)`  (optional) arrays the calibration needs beside the outputs (e.g. an
+  induced class grouping), stored in every cache;
 * `finish(evaluation, calib, test, inputs)`  the operating points (chosen on calibration, scored
   on test) and the trial's declared values;
 * `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, and
@@ -137,8 +139,16 @@ class Family(ABC):
         """The trial's training plan; by default one stage of the config's `epochs`."""
         return one_stage(int(inputs.config["epochs"]))
 
-    def stage_done(self, stage: Stage, net: Any, calib: ExitCache, inputs: TrialInputs) -> None:
-        """Called after `stage` ends (its best weights restored, if its stop rule said so)."""
+    def stage_done(self, stage: Stage, net: Any, calib: ExitCache | None, inputs: TrialInputs) -> None:
+        """Called after `stage` ends (its best weights restored, if its stop rule said so), on every
+        worker of a data-parallel trial with the main worker's weights; `calib` (the stage's last
+        calibration outputs) only on the main worker, None on the others. A change to the network
+        made here must follow from the weights alone, so that every worker makes the same."""
+
+    def cache_extras(self, net: Any, data: DataInfo) -> dict[str, np.ndarray]:
+        """What calibration needs of the trained network beside its outputs (stored in every cache,
+        so evaluate, finish and a later recalibration read it there): none by default."""
+        return {}
 
     def predictor(self, point: Mapping[str, Any], checkpoint: Any, device: str = "cpu"):
         """The predictor of a stored point (a results row) from its trial's model.pt path."""

@@ -294,7 +294,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
-                         costs, references, plain), loss
+                         costs, references, plain, family.cache_extras(net, data)), loss
 
     status: dict[str, Any] = {
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": planned, "epochs_done": resumed_at,
@@ -352,6 +352,11 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                     sched.step(cache(calib_loader, loss_fn, position)[1])
                 if tracker is not None:
                     stop = _broadcast_flag(False, accelerator)
+                if (last_of_stage or stop) and s < len(plan.stages) - 1:
+                    # the stage ends on every worker alike: the main worker's weights (its best epoch's,
+                    # when restored), then the family's hook (no calibration outputs here)
+                    _broadcast_state(net, accelerator)
+                    family.stage_done(stage, net, None, stage_inputs)
                 metrics = {"epoch": position, "fidelity": position / planned, "train_loss": mean_loss}
                 ctx.reporter.report(metrics, None)
                 if stop:
@@ -394,6 +399,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             metrics = {"epoch": position, "fidelity": fidelity, "train_loss": mean_loss,
                        "images_per_second": row["images_per_second"], **evaluation.signal}
             if ends and not done:
+                if world > 1:
+                    _broadcast_state(net, accelerator)
                 family.stage_done(stage, net, calib_cache, stage_inputs)
             if done:
                 test_cache, _ = cache(DeviceLoader(ds.test, batch_size=1024, train=False, **loader_kw), loss_fn)
@@ -420,6 +427,15 @@ def _broadcast_flag(flag: bool, accelerator) -> bool:
 
     t = torch.tensor([1 if flag else 0], device=accelerator.device)
     return bool(broadcast(t, from_process=0).item())
+
+
+def _broadcast_state(net: torch.nn.Module, accelerator) -> None:
+    """Every worker of a data-parallel trial takes the main worker's weights and buffers."""
+    from accelerate.utils import broadcast
+
+    for t in net.state_dict().values():
+        x = t.detach().to(torch.uint8) if t.dtype == torch.bool else t.detach().clone()  # gloo has no bool
+        t.copy_(broadcast(x, from_process=0).to(t.dtype))
 
 
 def _previous_starts(trial_dir: Path) -> list[dict[str, Any]]:

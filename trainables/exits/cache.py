@@ -49,6 +49,9 @@ class ExitCache:
     costs: dict[str, np.ndarray]  # cost name -> (K,) cumulative cost per image of answering at each exit
     references: dict[str, float] = field(default_factory=dict)  # cost name -> normaliser (largest network's)
     plain: dict[str, float] = field(default_factory=dict)  # cost name -> the same network without early exits
+    # what the family's calibration needs beside the logits, fixed by the trained network (e.g. an
+    # induced class grouping): Family.cache_extras(net), saved and loaded with the cache
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         arrays = {"levels": np.array(self.levels)}
@@ -57,6 +60,7 @@ class ExitCache:
         arrays |= {f"cost:{k}": np.asarray(v, dtype=np.float64) for k, v in self.costs.items()}
         arrays |= {f"reference:{k}": np.asarray(v, dtype=np.float64) for k, v in self.references.items()}
         arrays |= {f"plain:{k}": np.asarray(v, dtype=np.float64) for k, v in self.plain.items()}
+        arrays |= {f"extra:{k}": np.asarray(v) for k, v in self.extras.items()}
 
         def _w(tmp: str) -> None:
             with open(tmp, "wb") as fh:
@@ -77,7 +81,8 @@ class ExitCache:
             return {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
 
         return cls(tuple(str(v) for v in d["levels"]), part("logits:"), part("labels:"), part("cost:"),
-                   {k: float(v) for k, v in part("reference:").items()}, {k: float(v) for k, v in part("plain:").items()})
+                   {k: float(v) for k, v in part("reference:").items()}, {k: float(v) for k, v in part("plain:").items()},
+                   part("extra:"))
 
     def stats(self) -> ExitStats:
         import torch  # the entropies are computed by the one definition dynamic inference runs
