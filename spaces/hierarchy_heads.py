@@ -19,8 +19,11 @@ backbone, as the research did), an early-stopping patience, and optimiser and sc
 Cost of an image as executed: head MACs = the superclass head's plus those of every child head
 that ran for it (a flat or low-rank head: its own); total FLOPs = the backbone's + 2 per head MAC.
 
-Superclasses are the dataset's own (`--tree induced`, groups induced from a flat classifier, is
-not built yet).
+Superclasses are the dataset's own (`--tree superclass`), or `--tree induced`: a hierarchical head
+first trains a flat probe head (with the backbone), then `induced_k` groups are induced from the
+probe's class weight vectors (average-linkage clustering on cosine distance;
+trainables/hierarchy_heads/induce.py), and the superclass and child heads train on that grouping;
+the grouping is stored with the trial (`induced_groups`, and in every cache and model.pt).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from spaces import register_space
-from spaces._base import Budget, Space
+from spaces._base import Budget, Option, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ALWAYS, NEVER, ExitCache
@@ -53,11 +56,14 @@ RANKS = {"smoke": [4, 8], "full": [16, 32, 64, 128]}
 BATCH_SIZES = {"smoke": [64, 128], "full": [128, 256, 512]}
 SCHEDULES = ("onecycle", "cosine", "multistep")  # one-cycle: how ResNet-9 is trained
 STOP_PATIENCE = (0, 2)  # 0: no early stopping
+INDUCED_K = {"smoke": [2, 3], "full": [4, 10, 20]}  # groups induced (clipped to the number of classes)
 
 
-def define(trial, budget: Budget) -> dict[str, Any]:
-    """Define-by-run: only suggest_* calls; returns the derived constants."""
+def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Define-by-run: only suggest_* calls; returns the derived constants. With `--tree induced` a
+    hierarchical head searches how many groups are induced and how long the flat probe trains."""
     b = budget.name
+    induced = (options or {}).get("tree") == "induced"
     backbone = trial.suggest_categorical("backbone", ["resnet9", "resnet"])
     if backbone == "resnet9":
         trial.suggest_categorical("resnet9.width", RESNET9_WIDTHS[b])
@@ -74,8 +80,15 @@ def define(trial, budget: Budget) -> dict[str, Any]:
             trial.suggest_categorical("child_rank", RANKS[b])
     if head != "flat":
         trial.suggest_categorical("nonlinear", [False, True])
-    epochs = trial.suggest_int("epochs", max(1, math.ceil(budget.epochs / 2)), budget.epochs)
-    if head == "hier":
+    if head == "hier" and induced:  # a probe stage, then the routed heads: two epochs at least
+        epochs = trial.suggest_int("epochs", max(2, math.ceil(budget.epochs / 2)), max(2, budget.epochs))
+        trial.suggest_categorical("induced_k", INDUCED_K[b])
+        trial.suggest_int("probe_epochs", 1, max(1, epochs // 2))
+        # routed stage: every parameter (joint) or the superclass and child heads on the frozen backbone (staged)
+        trial.suggest_categorical("training", ["joint", "staged"])
+    else:
+        epochs = trial.suggest_int("epochs", max(1, math.ceil(budget.epochs / 2)), budget.epochs)
+    if head == "hier" and not induced:
         # staged needs an epoch for each stage; a one-epoch trial trains jointly (no `training` key)
         training = trial.suggest_categorical("training", ["joint", "staged"]) if epochs >= 2 else "joint"
         if training == "joint":
@@ -130,6 +143,8 @@ DECLARATION = Declaration(
         Column("hypervolume", direction="max",
                description="hypervolume of the trial's calibration front (its search signal); trials/<id>/calibration_front.npz"),
         Column("head_type", "str", description="flat, lowrank, or hier/<child head>"),
+        Column("tree", "str", description="the superclasses routed on: superclass (the dataset's) or induced"),
+        Column("induced_groups", "str", description="an induced tree's groups of class names (JSON), empty otherwise"),
         Column("superclass_accuracy", unit="fraction", description="the superclass head's top-1 accuracy on calibration "
                                                                     "(a flat head: the superclass its probabilities imply)"),
         Column("flat_head_macs", unit="MACs", description="MACs of a flat head on this backbone (features x classes)"),
@@ -179,32 +194,71 @@ class HierarchyHeads(Family):
 
     levels = ("fine", "coarse")
 
+    def __init__(self, declaration: Declaration, calibration: Mapping[str, Any], reference_configs=(),
+                 tree: str = "superclass") -> None:
+        super().__init__(declaration, calibration, reference_configs)
+        self.tree = tree
+        self._features: dict[str, int] = {}
+
+    def induced(self, config: Mapping[str, Any]) -> bool:
+        return self.tree == "induced" and config.get("head") == "hier"
+
     def build_model(self, config: Mapping[str, Any], data: DataInfo):
         from trainables.hierarchy_heads.model import build_hierarchy_heads_net
 
-        return build_hierarchy_heads_net(config, data.channels, data.coarse_of)
+        return build_hierarchy_heads_net(config, data.channels, data.coarse_of, induced=self.induced(config))
 
-    def heads(self, config: Mapping[str, Any], data: DataInfo) -> dict[str, Any]:
-        """The head's MACs (per child head, too) and the flat head's on the same backbone, for a config."""
-        key = (json.dumps(dict(config), sort_keys=True, default=str), data.channels, tuple(data.coarse_of))
-        cache = self.__dict__.setdefault("_head_macs", {})
-        if key not in cache:
-            net = self.build_model(config, data)
-            head = net.head
-            cache[key] = {**head.macs(), "all": head.all_macs(), "flat": net.feature_channels * data.n_fine,
-                          "hier": head.hierarchical}
-        return cache[key]
+    def heads(self, config: Mapping[str, Any], data: DataInfo, grouping) -> dict[str, Any]:
+        """The head's MACs (per child head, too) on a grouping, and the flat head's on the same backbone."""
+        from trainables.hierarchy_heads.model import Heads
+
+        key = json.dumps(dict(config), sort_keys=True, default=str)
+        if key not in self._features:
+            self._features[key] = self.build_model(config, data).feature_channels
+        F = self._features[key]
+        head = Heads(config["head"], F, [int(g) for g in grouping], rank=int(config.get("rank", 0)),
+                     nonlinear=bool(config.get("nonlinear", False)), child=config.get("child_head", "flat"),
+                     child_rank=int(config.get("child_rank", 0)))
+        return {**head.macs(), "all": head.all_macs(), "flat": F * data.n_fine, "hier": head.hierarchical}
+
+    def cache_extras(self, net: Any, data: DataInfo) -> dict[str, np.ndarray]:
+        """The grouping the heads route on (an induced one once induced) and the backbone's FLOPs."""
+        if getattr(net, "_backbone_flops", None) is None:
+            import torch
+
+            from trainables.cost import count_flops
+
+            x = torch.zeros(1, data.channels, data.image_size, data.image_size, device=next(net.parameters()).device)
+            net._backbone_flops, _ = count_flops(torch.nn.Sequential(*net.stages), x)
+        return {"coarse_of": np.asarray(net.head.coarse_of, dtype=np.int64),
+                "backbone_flops": np.asarray([net._backbone_flops], dtype=np.float64)}
 
     def plan(self, inputs: TrialInputs) -> Plan:
         config = inputs.config
         epochs = int(config["epochs"])
         patience = int(config.get("stop_patience", 0))
         stop = (lambda metric: StopRule(metric, "max", patience)) if patience else (lambda metric: None)
+        heads_only = ("head.coarse", "head.children_heads")
+        if self.induced(config):
+            probe = min(int(config.get("probe_epochs", 1)), epochs - 1)
+            return Plan((Stage("probe", probe, trains=("stages", "head.probe"), stop=stop("accuracy")),
+                         Stage("routed", epochs - probe, trains=heads_only if config.get("training") == "staged" else None,
+                               stop=stop("accuracy"))))
         if config.get("head") == "hier" and config.get("training") == "staged":
             child = min(int(config.get("child_epochs", 1)), epochs - 1)
             return Plan((Stage("superclass", epochs - child, trains=("stages", "head.coarse"), stop=stop("superclass_accuracy")),
                          Stage("children", child, trains=("head.children_heads",), stop=stop("accuracy"))))
         return Plan((Stage("train", epochs, stop=stop("accuracy")),))
+
+    def stage_done(self, stage: Stage, net: Any, calib: ExitCache | None, inputs: TrialInputs) -> None:
+        """After an induced head's probe stage: group the classes by the probe's weight vectors (the
+        same weights on every worker, so the same grouping)."""
+        if stage.name != "probe":
+            return
+        from trainables.hierarchy_heads.induce import induce_groups, weight_similarity
+
+        weights = net.head.probe.weight.detach().float().cpu().numpy()
+        net.head.set_grouping(induce_groups(weight_similarity(weights), net.head.coarse.out_features).tolist())
 
     def make_loss(self, inputs: TrialInputs, n_exits: int):
         import torch.nn.functional as F
@@ -212,9 +266,14 @@ class HierarchyHeads(Family):
         config = inputs.config
         smoothing = float(config.get("label_smoothing", 0.0))
         stage = inputs.stage.name if inputs.stage is not None else "train"
-        if config.get("head") != "hier":
-            return lambda outputs, y_fine, y_coarse, epoch: F.cross_entropy(outputs[-1][0].float(), y_fine,
-                                                                            label_smoothing=smoothing)
+
+        def fine_ce(outputs, y_fine, y_coarse, epoch):
+            return F.cross_entropy(outputs[-1][0].float(), y_fine, label_smoothing=smoothing)
+
+        if config.get("head") != "hier" or stage == "probe":
+            return fine_ce
+        if stage == "routed":  # -log p(s(y)) - log p(y | s(y)) on the induced grouping: the joint's NLL
+            return lambda outputs, y_fine, y_coarse, epoch: F.nll_loss(outputs[-1][0].float(), y_fine)
         if stage == "superclass":
             return lambda outputs, y_fine, y_coarse, epoch: F.cross_entropy(outputs[-1][1].float(), y_coarse,
                                                                             label_smoothing=smoothing)
@@ -234,29 +293,34 @@ class HierarchyHeads(Family):
         """Every routing setting's metrics on a split (thresholds from this split when not given)."""
         from trainables.hierarchy_heads.routing import route_top_k, score_settings, thresholds_grid
 
-        data, heads = inputs.data, self.heads(inputs.config, inputs.data)
+        data, config = inputs.data, inputs.config
+        grouping = np.asarray(cache.extras.get("coarse_of", data.coarse_of), dtype=np.int64)
+        n_groups = int(grouping.max()) + 1
+        heads = self.heads(config, data, grouping)
         fine, coarse = cache.logits["fine"][-1], cache.logits["coarse"][-1]
         y = cache.labels["fine"]
-        backbone = float(cache.costs["flops"][-1]) - 2 * heads["all"]
-        if heads["hier"]:
+        backbone = float(cache.extras["backbone_flops"][0]) if "backbone_flops" in cache.extras \
+            else float(cache.costs["flops"][-1]) - 2 * heads["all"]
+        probing = inputs.stage is not None and inputs.stage.name == "probe"
+        if heads["hier"] and not probing:
             max_k = int(self.calibration.get("max_k", 3))
-            routed = route_top_k(fine, coarse, data.coarse_of, [*range(1, max_k + 1), data.n_coarse],
-                                 heads["coarse"], heads["children"])
+            routed = route_top_k(fine, coarse, grouping, [*range(1, max_k + 1), n_groups], heads["coarse"], heads["children"])
             if thresholds is None:
                 thresholds = thresholds_grid(routed.entropy, int(self.calibration.get("levels", 32)))
-            m = score_settings(routed, thresholds, y, data.coarse_of)
-        else:
+            m = score_settings(routed, thresholds, y, grouping)
+        else:  # one flat answer (a flat or low-rank head, or an induced head's probe while it trains)
             label = np.asarray(fine, dtype=np.float32).argmax(1)
-            group = np.asarray(data.coarse_of)
-            acc, sup = float((label == y).mean()), float((group[label] == group[y]).mean())
+            acc, sup = float((label == y).mean()), float((grouping[label] == grouping[y]).mean())
+            macs = float(heads["flat"]) if probing else float(heads["head"])
             m = {"threshold": np.array([ALWAYS]), "k": np.array([1.0]), "accuracy": np.array([acc]),
                  "answer_superclass_accuracy": np.array([sup]), "child_accuracy": np.array([acc / sup if sup else np.nan]),
-                 "head_macs": np.array([float(heads["head"])]), "multi_head_fraction": np.array([0.0])}
+                 "head_macs": np.array([macs]), "multi_head_fraction": np.array([0.0])}
         m["expected_flops"] = backbone + 2 * m["head_macs"]
         m["expected_flops_norm"] = m["expected_flops"] / float(cache.references.get("flops") or cache.costs["flops"][-1])
         m["head_macs_rel"] = m["head_macs"] / float(heads["flat"])
-        superclass = float((np.asarray(coarse, dtype=np.float32).argmax(1) == cache.labels["coarse"]).mean())
-        return m, thresholds, {"backbone_flops": backbone, "flat_head_macs": float(heads["flat"]), "superclass_accuracy": superclass}
+        superclass = float((np.asarray(coarse, dtype=np.float32).argmax(1) == grouping[y]).mean())
+        return m, thresholds, {"backbone_flops": backbone, "flat_head_macs": float(heads["flat"]),
+                               "superclass_accuracy": superclass, "grouping": grouping}
 
     def _front(self, m: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
         names = DECLARATION.hv_objectives
@@ -279,6 +343,7 @@ class HierarchyHeads(Family):
         m_cal, thresholds, extra, keep, pts = evaluation.state
         m_test, _, _ = self._settings(test, inputs, thresholds)
         hier = config.get("head") == "hier"
+        n_groups = int(extra["grouping"].max()) + 1
         on_front = np.flatnonzero(keep)
         # the calibration front, thinned evenly along accuracy to the budget's number of stored points
         front = on_front[np.argsort(m_cal["accuracy"][on_front], kind="stable")]
@@ -288,24 +353,28 @@ class HierarchyHeads(Family):
         chosen = [(int(i), True) for i in front]
         if hier:  # hard routing and every child head: read against, not chosen
             for ref in (int(np.flatnonzero((m_cal["threshold"] >= 1) & (m_cal["k"] == 1))[0]),
-                        int(np.flatnonzero((m_cal["threshold"] < 0) & (m_cal["k"] == inputs.data.n_coarse))[0])):
+                        int(np.flatnonzero((m_cal["threshold"] < 0) & (m_cal["k"] == n_groups))[0])):
                 if ref not in front:
                     chosen.append((ref, False))
         names = [c.name for c in DECLARATION.point]
         points = []
-        policy = "routed" if hier else config.get("head", "flat")
         for j, (i, on) in enumerate(chosen):
-            if not on:
-                policy_j = "hard_routing" if m_cal["threshold"][i] >= 1 else "all_heads"
+            if on:
+                policy = "routed" if hier else str(config["head"])
             else:
-                policy_j = policy
+                policy = "hard_routing" if m_cal["threshold"][i] >= 1 else "all_heads"
             by_split = {s: pick({n: m[n] for n in names}, i) for s, m in (("calibration", m_cal), ("test", m_test))}
-            points += point_rows(f"{policy_j}/{j}", policy_j, reference=not on, trial_front=on,
+            points += point_rows(f"{policy}/{j}", policy, reference=not on, trial_front=on,
                                  params={"routing_threshold": float(m_cal["threshold"][i]), "routing_k": float(m_cal["k"][i]),
                                          "flat_head": not hier},
                                  by_split=by_split)
-        head_type = f"hier/{config.get('child_head', 'flat')}" if hier else str(config.get("head", "flat"))
+        head_type = f"hier/{config.get('child_head', 'flat')}" if hier else str(config["head"])
+        groups = ""
+        if self.induced(config):
+            names_of = inputs.data.fine_names
+            groups = json.dumps([[names_of[c] for c in np.flatnonzero(extra["grouping"] == g)] for g in range(n_groups)])
         trial = {"hypervolume": evaluation.signal["hypervolume"], "head_type": head_type,
+                 "tree": "induced" if self.induced(config) else "superclass", "induced_groups": groups,
                  "superclass_accuracy": extra["superclass_accuracy"], "flat_head_macs": extra["flat_head_macs"],
                  "backbone_flops": extra["backbone_flops"], "settings_evaluated": int(len(m_cal["accuracy"]))}
         return Outcome(points, trial, pts[keep])
@@ -323,7 +392,7 @@ class HierarchyHeads(Family):
 
 
 def family(budget: Budget, options: Mapping[str, str]) -> HierarchyHeads:
-    return HierarchyHeads(DECLARATION, budget.calibration, largest_configs(budget))
+    return HierarchyHeads(DECLARATION, budget.calibration, largest_configs(budget), tree=options.get("tree", "superclass"))
 
 
 @register_space
@@ -336,4 +405,7 @@ def hierarchy_heads() -> Space:
         largest_configs=largest_configs,
         default_data="cifar100",
         budgets=BUDGETS,
+        options={"tree": Option(("superclass", "induced"), "superclass",
+                                "the superclasses a hierarchical head routes on: the dataset's own, or k groups induced "
+                                "from a flat probe head trained first")},
     )

@@ -152,3 +152,73 @@ def test_staged_plan_trains_child_heads_on_a_bitwise_frozen_backbone(tmp_path):
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head.children_heads."))
     assert [h["epoch"] for h in ctx.reporter.history] == [1, 2, 3]
+
+
+# -- --tree induced ----------------------------------------------------------------------------------
+
+def test_induced_groups_by_hand():
+    from trainables.hierarchy_heads.induce import agglomerate, confusion_similarity, induce_groups, weight_similarity
+
+    w = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.2], [0.0, 0.0, 1.0]])
+    assert induce_groups(weight_similarity(w), 3).tolist() == [0, 0, 1, 1, 2]
+    assert induce_groups(weight_similarity(w), 1).tolist() == [0] * 5
+    assert induce_groups(weight_similarity(w), 5).tolist() == [0, 1, 2, 3, 4]
+    # average linkage: {0,1} joins {2} (mean distance 2) before {3} (mean 9)
+    d = np.array([[0, 1, 2, 9], [1, 0, 2, 9], [2, 2, 0, 9], [9, 9, 9, 0]], dtype=float)
+    assert agglomerate(d, 2).tolist() == [0, 0, 0, 1]
+    # classes 0 and 2 are confused with each other, 1 with nobody
+    s = confusion_similarity(np.array([2, 0, 1, 2, 0]), np.array([0, 2, 1, 2, 0]), 3)
+    assert induce_groups(s, 2).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="cannot group"):
+        agglomerate(d, 5)
+
+
+def _induced_family():
+    from spaces import get_space
+
+    space = get_space("hierarchy_heads")
+    return space.family(space.budget("smoke"), space.resolve_options({"tree": "induced"}))
+
+
+INDUCED_CFG = {**CFG, "head": "hier", "child_head": "flat", "training": "staged", "epochs": 3, "probe_epochs": 1,
+               "induced_k": 3, "stop_patience": 0, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4,
+               "lr_schedule": "cosine", "batch_size": 64}
+
+
+def test_induced_tree_trains_a_probe_groups_its_classes_and_resumes_on_that_grouping(tmp_path):
+    """The probe stage's weight vectors give the grouping; the routed stage, the caches, model.pt and
+    the loaded predictor all use it, and a trial resumed in the routed stage picks it up again."""
+    import json
+
+    from tests.trainables.test_plans import Crash, CrashingReporter
+    from trainables.exits import ExitCache
+    from trainables.hierarchy_heads.induce import induce_groups, weight_similarity
+    from trainables.loop import LocalReporter, TrialContext, run_trial
+    from trainables.safe_load import load_torch
+
+    straight = tmp_path / "straight"
+    run_trial(_induced_family(), dict(INDUCED_CFG), TrialContext(trial_dir=str(straight), reporter=LocalReporter(straight),
+                                                                 data="synthetic", data_size="tiny", cpu_threads=1))
+    payload = load_torch(straight / "model.pt")
+    sd = payload["state_dict"]
+    grouping = sd["head.grouping"].tolist()
+    assert bool(sd["head.ready"]) and len(set(grouping)) == 3
+    # the probe is frozen in the routed stage: its final weights are those the grouping came from
+    assert grouping == induce_groups(weight_similarity(sd["head.probe.weight"].numpy()), 3).tolist()
+    assert ExitCache.load(straight / "exit_cache_calibration.npz").extras["coarse_of"].tolist() == grouping
+    points = json.loads((straight / "points.json").read_text())
+    groups = json.loads(points["trial"]["induced_groups"])
+    assert points["trial"]["tree"] == "induced" and sorted(len(g) for g in groups) == sorted(np.bincount(grouping).tolist())
+    fam = _induced_family()
+    clf = fam.predictor({"routing_threshold": 2.0, "routing_k": 1}, straight / "model.pt")
+    assert clf.model.head.coarse_of == grouping and len(clf.model.head.children_heads) == 3
+
+    d = tmp_path / "crashed"
+    reporter = CrashingReporter(d, at=2)  # plan epoch 2: the first epoch of the routed stage
+    ctx = TrialContext(trial_dir=str(d), reporter=reporter, data="synthetic", data_size="tiny", cpu_threads=1)
+    with pytest.raises(Crash):
+        run_trial(_induced_family(), dict(INDUCED_CFG), ctx)
+    reporter.at = None
+    run_trial(_induced_family(), dict(INDUCED_CFG), ctx)
+    b = load_torch(d / "model.pt")["state_dict"]
+    assert sd.keys() == b.keys() and all(torch.equal(sd[k], b[k]) for k in sd)  # bit for bit the straight run

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainables.models import StagedBackbone, get_backbone, list_backbones, register_backbone
 
-__all__ = ["HEADS", "HierHeadsNet", "build_hierarchy_heads_net", "linear_macs", "lowrank_macs"]
+__all__ = ["HEADS", "HierHeadsNet", "build_hierarchy_heads_net", "linear_macs", "lowrank_macs", "placeholder_grouping"]
 
 HEADS = ("flat", "lowrank", "hier")
 CHILD_HEADS = ("flat", "lowrank")
@@ -100,33 +100,68 @@ class Heads(nn.Module):
     """The classifier head on a (B, C, H, W) feature map; returns (fine, coarse) as described above."""
 
     def __init__(self, kind: str, cin: int, coarse_of: Sequence[int], rank: int = 0, nonlinear: bool = False,
-                 child: str = "flat", child_rank: int = 0) -> None:
+                 child: str = "flat", child_rank: int = 0, induced: bool = False) -> None:
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
         if child not in CHILD_HEADS:
             raise ValueError(f"unknown child head {child!r}; known: {', '.join(CHILD_HEADS)}")
-        self.kind, self.child = kind, child
-        self.coarse_of = [int(s) for s in coarse_of]
-        self.groups = _groups(self.coarse_of)
-        n_fine = len(self.coarse_of)
+        if induced and kind != "hier":
+            raise ValueError("an induced grouping needs a hierarchical head")
+        self.kind, self.child, self.cin = kind, child, int(cin)
+        self.child_rank, self.nonlinear = int(child_rank), bool(nonlinear)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        order = [c for g in self.groups for c in g]  # classes in group order
-        inverse = torch.empty(n_fine, dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(n_fine)
-        self.register_buffer("inverse", inverse, persistent=False)
-        self.register_buffer("group_of", torch.tensor(self.coarse_of), persistent=False)
+        self._index(coarse_of)
+        n_fine = len(self.coarse_of)
         if kind == "flat":
             self.fine = nn.Linear(cin, n_fine)
         elif kind == "lowrank":
             self.fine = lowrank(cin, int(rank), n_fine, nonlinear)
         else:
             self.coarse = nn.Linear(cin, len(self.groups))
-            if child == "flat":
-                self.children_heads = nn.ModuleList(nn.Linear(cin, len(g)) for g in self.groups)
-            else:
-                self.children_heads = nn.ModuleList(lowrank(cin, min(int(child_rank), len(g)) or 1, len(g), nonlinear)
-                                                    for g in self.groups)
+            self.children_heads = self._children()
+        self.induced = bool(induced)
+        if self.induced:  # a flat probe trains first; the grouping induced from it replaces `coarse_of`
+            self.probe = nn.Linear(cin, n_fine)
+            self.register_buffer("grouping", torch.tensor(self.coarse_of), persistent=True)
+            self.register_buffer("ready", torch.tensor(False), persistent=True)
+        self._ready = False  # `ready` as a Python flag: read every forward, without a device sync
+
+    def _index(self, coarse_of: Sequence[int]) -> None:
+        self.coarse_of = [int(s) for s in coarse_of]
+        self.groups = _groups(self.coarse_of)
+        n_fine = len(self.coarse_of)
+        order = [c for g in self.groups for c in g]  # classes in group order
+        inverse = torch.empty(n_fine, dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(n_fine)
+        device = self.inverse.device if hasattr(self, "inverse") else None
+        self.register_buffer("inverse", inverse.to(device), persistent=False)
+        self.register_buffer("group_of", torch.tensor(self.coarse_of, device=device), persistent=False)
+
+    def _children(self) -> nn.ModuleList:
+        if self.child == "flat":
+            return nn.ModuleList(nn.Linear(self.cin, len(g)) for g in self.groups)
+        return nn.ModuleList(lowrank(self.cin, min(self.child_rank, len(g)) or 1, len(g), self.nonlinear) for g in self.groups)
+
+    @property
+    def probing(self) -> bool:
+        """An induced head before its grouping is set: the flat probe answers."""
+        return self.induced and not self._ready
+
+    def set_grouping(self, coarse_of: Sequence[int]) -> None:
+        """Route on this grouping (as many groups as the superclass head has outputs): the child
+        heads are built anew for it, on the head's device."""
+        if not self.induced:
+            raise ValueError("only an induced head takes a new grouping")
+        groups = _groups([int(s) for s in coarse_of])
+        if len(groups) != self.coarse.out_features or len(coarse_of) != len(self.coarse_of):
+            raise ValueError(f"a grouping of {len(self.coarse_of)} classes into {self.coarse.out_features} groups is needed")
+        device = self.probe.weight.device
+        self._index(coarse_of)
+        self.children_heads = self._children().to(device)
+        self.grouping.copy_(torch.tensor(self.coarse_of))
+        self.ready.fill_(True)
+        self._ready = True
 
     @property
     def hierarchical(self) -> bool:
@@ -141,8 +176,8 @@ class Heads(nn.Module):
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(h)
-        if not self.hierarchical:
-            fine = self.fine(f)
+        if not self.hierarchical or self.probing:
+            fine = self.probe(f) if self.probing else self.fine(f)
             logp = torch.log_softmax(fine.float(), dim=-1)
             coarse = torch.stack([torch.logsumexp(logp[:, g], dim=-1) for g in self.groups], dim=-1)
             return fine, coarse
@@ -177,6 +212,17 @@ class HierHeadsNet(nn.Module):
     def n_exits(self) -> int:
         return 1
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """An induced head's grouping comes first (it decides the child heads' shapes), then the weights."""
+        grouping = state_dict.get("head.grouping")
+        if grouping is not None and bool(state_dict.get("head.ready", False)) and \
+                [int(v) for v in grouping.tolist()] != self.head.coarse_of:
+            self.head.set_grouping([int(v) for v in grouping.tolist()])
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.head.induced:
+            self.head._ready = bool(self.head.ready)
+        return out
+
     def segments(self) -> list[tuple[nn.Module, Heads]]:
         return [(nn.Sequential(*self.stages), self.head)]
 
@@ -189,13 +235,22 @@ class HierHeadsNet(nn.Module):
         return [self.head(self.backbone(x))]
 
 
-def build_hierarchy_heads_net(config: Mapping[str, Any], in_channels: int, coarse_of: Sequence[int]) -> HierHeadsNet:
+def placeholder_grouping(n_fine: int, k: int) -> list[int]:
+    """k contiguous groups of classes: an induced head's grouping until its probe has trained."""
+    k = max(1, min(int(k), n_fine))
+    return [c * k // n_fine for c in range(n_fine)]
+
+
+def build_hierarchy_heads_net(config: Mapping[str, Any], in_channels: int, coarse_of: Sequence[int],
+                              induced: bool = False) -> HierHeadsNet:
     """From a flat config: `backbone` and its `<backbone>.<arg>` entries, `head`, `rank`, `nonlinear`,
-    `child_head`, `child_rank`."""
+    `child_head`, `child_rank`; `induced`: `induced_k` groups, to be induced after a probe stage."""
     prefix = f"{config['backbone']}."
     bb = get_backbone(config["backbone"], in_channels=in_channels,
                       **{k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)})
+    if induced:
+        coarse_of = placeholder_grouping(len(coarse_of), int(config["induced_k"]))
     heads = Heads(config["head"], bb.stage_channels[-1], coarse_of, rank=int(config.get("rank", 0)),
                   nonlinear=bool(config.get("nonlinear", False)), child=config.get("child_head", "flat"),
-                  child_rank=int(config.get("child_rank", 0)))
+                  child_rank=int(config.get("child_rank", 0)), induced=induced)
     return HierHeadsNet(bb, heads)

@@ -50,7 +50,10 @@ class RoutedHeads:
         data = data_info(payload)
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
-        backbone = float(payload["costs"]["flops"][0]) - 2 * model.head.all_macs()
+        from trainables.cost import count_flops
+
+        backbone, _ = count_flops(torch.nn.Sequential(*model.stages),
+                                  torch.zeros(1, data.channels, data.image_size, data.image_size))
         return cls(model, threshold, k, data.mean, data.std, list(data.fine_names), backbone, device)
 
     @torch.no_grad()
