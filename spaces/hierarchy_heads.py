@@ -106,7 +106,7 @@ def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> d
 
 def largest_configs(budget: Budget) -> list[dict[str, Any]]:
     b = budget.name
-    head = {"head": "hier", "child_head": "flat"}
+    head = {"head": "hier", "child_head": "flat", "induced_k": max(INDUCED_K[b])}  # induced_k: read with --tree induced
     return [{"backbone": "resnet9", "resnet9.width": max(RESNET9_WIDTHS[b]), **head},
             {"backbone": "resnet", "resnet.width": max(RESNET_WIDTHS[b]), "resnet.blocks": RESNET_BLOCKS[b][1],
              "resnet.n_stages": 4, **head}]

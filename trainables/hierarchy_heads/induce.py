@@ -1,14 +1,11 @@
 """Superclasses induced from a flat classifier (`--tree induced`), for a dataset without a hierarchy
 or to test whether its own is the one to route on.
 
-Pure numpy. Two measures of how alike two classes are, from a first training stage's flat head:
-
-* `weights`: cosine similarity of the classes' weight vectors in the flat head;
-* `confusion`: how often the flat head confuses them on the calibration split (the symmetrised,
-  row-normalised confusion matrix).
-
-Classes are then grouped by average-linkage agglomerative clustering on 1 - similarity into k
-groups. Ties merge the pair whose lowest class indices come first; groups are numbered by their
+Pure numpy. How alike two classes are: the cosine similarity of their weight vectors in a first
+training stage's flat head (the weights alone decide, so every worker of a data-parallel trial
+induces the same grouping; a calibration confusion matrix, the other measure one could use, is
+seen by the main worker only). Classes are then grouped by average-linkage agglomerative
+clustering on 1 - similarity into k groups. Ties merge the pair whose lowest class indices come first; groups are numbered by their
 lowest class, so the same inputs always give the same grouping.
 """
 
@@ -16,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["agglomerate", "confusion_similarity", "induce_groups", "weight_similarity"]
+__all__ = ["agglomerate", "induce_groups", "weight_similarity"]
 
 
 def weight_similarity(weights: np.ndarray) -> np.ndarray:
@@ -24,16 +21,6 @@ def weight_similarity(weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
     return np.clip(w @ w.T, -1.0, 1.0)
-
-
-def confusion_similarity(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, C) symmetrised row-normalised confusion: how often class i is answered j, and j answered i."""
-    m = np.zeros((n_classes, n_classes))
-    np.add.at(m, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1.0)
-    m = m / np.maximum(m.sum(axis=1, keepdims=True), 1.0)
-    s = (m + m.T) / 2
-    np.fill_diagonal(s, 1.0)
-    return s
 
 
 def agglomerate(distance: np.ndarray, k: int) -> np.ndarray:
