@@ -19,7 +19,7 @@ from trainables.exits import cascade_step, normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
 from trainables.predictor import Prediction
 
-__all__ = ["Answers", "DynamicClassifier", "Prediction", "answer_at_exit", "data_info"]
+__all__ = ["Answers", "DynamicClassifier", "Prediction", "answer_at_exit", "data_info", "network_input"]
 
 
 def data_info(payload: dict[str, Any]):
@@ -27,6 +27,18 @@ def data_info(payload: dict[str, Any]):
     from trainables.family import DataInfo
 
     return DataInfo.from_plain(payload["data"])
+
+
+def network_input(images: np.ndarray | torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images, (N, C, H, W) or (N, H, W, C), normalised as in training (`mean`, `std`: (1, C, 1, 1)
+    in 0..255 units) on `device`: what every predictor feeds its network."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8, got {x.dtype}")
+    c = mean.shape[1]
+    if x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
+        x = x.permute(0, 3, 1, 2)
+    return ((x.to(device).float() - mean) / std).contiguous()
 
 
 class Answers(NamedTuple):
@@ -107,13 +119,7 @@ class DynamicClassifier:
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
         """images: uint8, (N, C, H, W) or (N, H, W, C)."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-        if x.dtype != torch.uint8:
-            raise TypeError(f"images must be uint8, got {x.dtype}")
-        c = self.mean.shape[1]
-        if x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
-            x = x.permute(0, 3, 1, 2)
-        x = ((x.to(self.device).float() - self.mean) / self.std).contiguous()
+        x = network_input(images, self.mean, self.std, self.device)
         n = x.shape[0]
         out = Answers.empty(n, self.device)
         active = torch.arange(n, device=self.device)

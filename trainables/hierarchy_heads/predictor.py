@@ -59,13 +59,9 @@ class RoutedHeads:
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
         """images: uint8, (N, C, H, W) or (N, H, W, C)."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-        if x.dtype != torch.uint8:
-            raise TypeError(f"images must be uint8, got {x.dtype}")
-        c = self.mean.shape[1]
-        if x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
-            x = x.permute(0, 3, 1, 2)
-        x = ((x.to(self.device).float() - self.mean) / self.std).contiguous()
+        from trainables.dynamic import network_input
+
+        x = network_input(images, self.mean, self.std, self.device)
         head = self.model.head
         f = head.features(self.model.backbone(x))
         n = len(f)
