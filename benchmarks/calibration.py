@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from trainables.exits import BitsetEvaluator, ExitCache, evaluate_dense
-from trainables.family import TrialInputs
+from trainables.engine.family import TrialInputs
 
 
 def synthetic_cache(samples: int, exits: int, seed: int = 0) -> ExitCache:

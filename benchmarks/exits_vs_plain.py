@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from spaces.gran_hbn import DECLARATION, GranHBN
-from trainables.loop import LocalReporter, TrialContext, run_trial
+from trainables.engine.loop import LocalReporter, TrialContext, run_trial
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 

@@ -3,7 +3,7 @@
 Three loops train the same early-exit network (CIFAR ResNet-18 with exits after every stage by
 default) on the same 32x32 uint8 images, in the same precision, in one process:
 
-- platform: trainables.loop.run_epoch: DeviceLoader (uint8 on the device, random crop + flip
+- platform: trainables.engine.loop.run_epoch: DeviceLoader (uint8 on the device, random crop + flip
   there), Accelerate (bf16 autocast on GPU), channels_last on GPU, the granular multi-exit loss;
 - bare: the images on the device, a batch indexed, normalised, forward, the same loss, backward,
   step: no augmentation, no Accelerate. The ceiling the platform is measured against;
@@ -64,8 +64,8 @@ def main() -> None:
     from accelerate import Accelerator
 
     from trainables.data import Split
-    from trainables.device_data import DeviceLoader
-    from trainables.loop import _reset_accelerate, run_epoch
+    from trainables.engine.device_data import DeviceLoader
+    from trainables.engine.loop import _reset_accelerate, run_epoch
     from trainables.losses import GranularLoss
 
     device = torch.device("cuda" if cuda else "cpu")

@@ -1,7 +1,7 @@
 """Start-up time of a trial with the node data cache (trainables/data/node_cache.py) vs without, in one command.
 
 A trial's start-up here is a fresh Python process that imports the trainables, loads the dataset
-(`load_data`, as trainables/loop.py does) and builds its first training batch (`DeviceLoader` on
+(`load_data`, as trainables/engine/loop.py does) and builds its first training batch (`DeviceLoader` on
 the CPU). Three arms, run interleaved, `--repeats` times each, medians reported:
 
 - off:  EXITSEARCH_NODE_CACHE=off, every process reads and decodes the dataset (the old behaviour);
@@ -36,7 +36,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from trainables.device_data import DeviceLoader, load_data
+    from trainables.engine.device_data import DeviceLoader, load_data
 
     t1 = time.perf_counter()
     ds = load_data(args.data, args.data_root, size=args.size, download=False, seed=0)

@@ -3,7 +3,7 @@
 `--workers-per-trial N` (or a whole `--gpus-per-trial N` above 1) makes each trial N Ray Train
 workers (Ray's Train V2 pattern: the Tune trial is a thin driver that calls `TorchTrainer.fit`).
 Each worker runs the space's ordinary trial (`Space.train`, the shared loop of
-trainables/loop.py) under Accelerate, which picks up the process group Ray Train made (NCCL on
+trainables/engine/loop.py) under Accelerate, which picks up the process group Ray Train made (NCCL on
 GPUs, gloo on CPUs) and wraps the network in DDP; the loop shards every global batch over the
 workers. So every family gets multi-worker trials without a line of its own.
 
@@ -46,7 +46,7 @@ def worker_resources(spec: RunSpec) -> dict[str, float]:
 
 
 class TrainReporter:
-    """trainables.loop.Reporter on top of ray.train.report / ray.train.get_checkpoint."""
+    """trainables.engine.loop.Reporter on top of ray.train.report / ray.train.get_checkpoint."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         import ray.train

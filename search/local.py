@@ -24,7 +24,7 @@ __all__ = ["run_local"]
 def run_local(spec: RunSpec) -> Path:
     import optuna
 
-    from trainables.loop import LocalReporter
+    from trainables.engine.loop import LocalReporter
 
     if spec.workers > 1:
         raise ValueError(f"workers_per_trial={spec.workers}: multi-worker trials run on Ray Train; use search.run "

@@ -4,7 +4,7 @@
 GPU's memory and the machine's CPUs it picks k trials per GPU, so `--gpus-per-trial 1/k`, and
 says why in one line. `measured_default` is what `search.run` calls on a GPU machine: it measures
 one training step of the space's largest network(s) at the budget's largest batch size
-(trainables/memory.py) in a short-lived child process, so that the driver holds no CUDA context
+(trainables/engine/memory.py) in a short-lived child process, so that the driver holds no CUDA context
 of its own during the search, and applies the rule.
 
 The numbers of the rule:
@@ -94,7 +94,7 @@ def choose_packing(peak_bytes: int, gpu_bytes: int, *, gpus: int = 1, cpus: int 
     return Packing(k, gpus_per_trial, int(peak_bytes), int(gpu_bytes), limit, reason)
 
 
-DEFAULT_BATCH = 128  # trainables/loop.py's batch size when a config has none
+DEFAULT_BATCH = 128  # trainables/engine/loop.py's batch size when a config has none
 
 
 class _Probe:
@@ -137,7 +137,7 @@ def _measure_child(space_name: str, budget_name: str, options: dict[str, str], d
                    device: str) -> tuple[int, bool, int]:
     """In a child process: one training step of each of the space's largest networks."""
     from spaces import get_space
-    from trainables.memory import training_peak
+    from trainables.engine.memory import training_peak
 
     space = get_space(space_name)
     budget = space.budget(budget_name)
@@ -177,8 +177,8 @@ def measured_default(space, data: str, options: dict[str, str], args: Any,
         from types import SimpleNamespace
 
         from search.prepare import load_reference_data
-        from trainables.family import DataInfo
-        from trainables.memory import dataset_bytes
+        from trainables.engine.family import DataInfo
+        from trainables.engine.memory import dataset_bytes
 
         budget = space.budget(args.budget)
         ds = load_reference_data(space, SimpleNamespace(

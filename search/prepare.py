@@ -58,8 +58,8 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     Loading the dataset here also fails fast, before any trial starts, when it is missing or
     when the family cannot use it. A dataset `load_reference_data` already loaded is taken
     (and no longer kept)."""
-    from trainables.cost import exit_flops
-    from trainables.family import DataInfo
+    from trainables.engine.cost import exit_flops
+    from trainables.engine.family import DataInfo
 
     budget = space.budget(spec.budget)
     ds = load_reference_data(space, spec)
@@ -93,7 +93,7 @@ def run_document(space: Space, spec: RunSpec, references: dict[str, float], runn
 
 
 def trial_context(space: Space, spec: RunSpec, trial_id: str, reporter: Any, references: dict[str, float]):
-    from trainables.loop import TrialContext
+    from trainables.engine.loop import TrialContext
 
     budget = space.budget(spec.budget)
     return TrialContext(

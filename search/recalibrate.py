@@ -110,8 +110,8 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
     caches, network or status are missing or unreadable (naming every such trial and file), all
     before anything is rewritten."""
     from spaces import get_space
-    from trainables.family import TrialInputs
-    from trainables.loop import write_outcome
+    from trainables.engine.family import TrialInputs
+    from trainables.engine.loop import write_outcome
 
     run_dir = Path(run_dir)
     spec = _read_spec(run_dir)

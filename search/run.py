@@ -212,7 +212,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     console.print(f"[bold]run[/] {spec.name}: space {spec.space}, data {spec.data}, budget {spec.budget}, "
                   f"{spec.trials} trials -> {where}", soft_wrap=True)
     from search.tuner import run_search
-    from trainables.family import UnsuitableData
+    from trainables.engine.family import UnsuitableData
 
     code = 0
     try:

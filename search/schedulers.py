@@ -1,7 +1,7 @@
 """Tune trial schedulers by name (`--scheduler NAME`), checked against what a space declares.
 
 A scheduler decides, while trials train, which of them go on: it sees each trial's per-epoch
-signal, the same measure the family reports at the end (trainables/family.py), so a rung
+signal, the same measure the family reports at the end (trainables/engine/family.py), so a rung
 compares like with like. The registry holds one entry per name:
 
     @register_scheduler("asha", "stops weak trials early on the first declared objective")

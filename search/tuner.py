@@ -43,7 +43,7 @@ _PACKAGES = ("search", "spaces", "trainables", "reports")
 
 
 class _TuneReporter:
-    """trainables.loop.Reporter on top of tune.report / tune.get_checkpoint."""
+    """trainables.engine.loop.Reporter on top of tune.report / tune.get_checkpoint."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune

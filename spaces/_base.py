@@ -4,7 +4,7 @@ A space's `define(trial, budget)` only calls `trial.suggest_*` and returns const
 values such as `exit_after`), so the very same function serves Ray Tune's `OptunaSearch` and a
 plain Optuna loop (`search.local`), and tests can run it with `optuna.trial.FixedTrial`.
 
-`family(budget, options)` returns the family's own parts (trainables/family.py): its model,
+`family(budget, options)` returns the family's own parts (trainables/engine/family.py): its model,
 loss, per-epoch signal and calibration, and its `Declaration` (trainables/contract.py) of what an
 operating point is, which fixes the run's results schema, report and loader. Shared code works
 from that declaration only. `options` are the space's own run options (e.g. which cost is a point
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainables.contract import Declaration
-    from trainables.family import Family
-    from trainables.loop import TrialContext
+    from trainables.engine.family import Family
+    from trainables.engine.loop import TrialContext
 
 __all__ = ["Budget", "Option", "Space"]
 
@@ -92,6 +92,6 @@ class Space:
     def train(self, config: dict[str, Any], ctx: TrialContext, budget: Budget,
               options: Mapping[str, str] | None = None) -> dict[str, Any]:
         """One trial: the family's parts in the shared loop."""
-        from trainables.loop import run_trial
+        from trainables.engine.loop import run_trial
 
         return run_trial(self.family(budget, self.resolve_options(options or {})), config, ctx)

@@ -1,7 +1,7 @@
 """Searched training settings every family shares: optimiser, learning rate, schedule, batch size.
 
 Called from a space's define-by-run function (it only calls `trial.suggest_*`); the values are
-read by trainables/optim.py. Returns the learning rate as a derived constant `lr` (the searched
+read by trainables/engine/optim.py. Returns the learning rate as a derived constant `lr` (the searched
 name depends on the optimiser, since SGD and Adam want ranges of different scale).
 """
 

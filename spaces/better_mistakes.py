@@ -36,9 +36,9 @@ from spaces import register_space
 from spaces._base import Budget, Option, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 from trainables.exits import ALWAYS, NEVER, ExitCache
-from trainables.family import DataInfo, Evaluation, Family, TrialInputs, UnsuitableData, point_rows
+from trainables.engine.family import DataInfo, Evaluation, Family, TrialInputs, UnsuitableData, point_rows
 from trainables.losses import GranularLoss
 from trainables.metrics import hierarchical_metrics
 

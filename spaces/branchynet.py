@@ -23,7 +23,7 @@ calibration split (tagged with the mode as their `policy`), all scored on test:
 
 Costs: expected FLOPs and measured latency per image (batch 1, and batched with samples leaving
 at their exit), from per-exit stage and head times measured on the trial's device
-(trainables/cost.py). `--objective latency|flops|both` picks the cost that is a point objective.
+(trainables/engine/cost.py). `--objective latency|flops|both` picks the cost that is a point objective.
 The trial's signal (every epoch and at the end) is the hypervolume of all its calibrated points.
 
 Published (../shared/RESEARCH.md): CIFAR-10 B-AlexNet 2.4x faster at +0.8 pt; B-ResNet-110 1.9x
@@ -45,7 +45,7 @@ from trainables.contract import Column, Declaration, Outcome, ReportSpec, Select
 from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
-from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import GranularLoss, config_exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
 

@@ -27,7 +27,7 @@ from spaces._base import Budget, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
-from trainables.family import Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import GranularLoss, config_exit_weights
 
 BUDGETS = {

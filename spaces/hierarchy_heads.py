@@ -40,10 +40,10 @@ from spaces._base import Budget, Option, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ALWAYS, NEVER, ExitCache
-from trainables.family import DataInfo, Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.family import DataInfo, Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import ramp
 from trainables.pareto import hypervolume, non_dominated_mask
-from trainables.plan import Plan, Stage, StopRule
+from trainables.engine.plan import Plan, Stage, StopRule
 
 BUDGETS = {
     "smoke": Budget("smoke", epochs=4, data_size="smoke", trials=4, calibration={"levels": 24, "max_points": 32, "max_k": 3}),
@@ -226,7 +226,7 @@ class HierarchyHeads(Family):
         if getattr(net, "_backbone_flops", None) is None:
             import torch
 
-            from trainables.cost import count_flops
+            from trainables.engine.cost import count_flops
 
             x = torch.zeros(1, data.channels, data.image_size, data.image_size, device=next(net.parameters()).device)
             net._backbone_flops, _ = count_flops(torch.nn.Sequential(*net.stages), x)

@@ -13,8 +13,6 @@ train normally, to check that one failed trial never sinks a search.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -24,7 +22,7 @@ from spaces.gran_hbn import GranHBN
 from spaces.gran_hbn import define as gran_define
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
 from trainables.exits import ALWAYS, NEVER, ExitCache, ExitStats
-from trainables.family import Evaluation, point_rows
+from trainables.engine.family import Evaluation, point_rows
 
 TINY_CAL = {"n_trials": 32, "neighbours": 4, "population": 16, "levels": 16, "max_points": 16}
 TINY = Budget("smoke", epochs=1, data_size="tiny", trials=3, calibration=TINY_CAL)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from trainables.data_info import DataInfo
 from trainables.exits import cascade_step, normalised_entropy
 from trainables.models.early_exit import EarlyExitNet
 from trainables.predictor import Prediction
@@ -22,10 +23,8 @@ from trainables.predictor import Prediction
 __all__ = ["Answers", "DynamicClassifier", "Prediction", "answer_at_exit", "data_info", "network_input"]
 
 
-def data_info(payload: dict[str, Any]):
+def data_info(payload: dict[str, Any]) -> DataInfo:
     """The DataInfo a trial stored with its network in model.pt."""
-    from trainables.family import DataInfo
-
     return DataInfo.from_plain(payload["data"])
 
 
@@ -57,7 +56,7 @@ def answer_at_exit(heads, h: torch.Tensor, thresholds: np.ndarray, last: bool, k
                    out: Answers) -> tuple[torch.Tensor, torch.Tensor]:
     """Exit k's decision on the samples still running (`h`: their features after exit k's stages,
     `active`: their indices): record the answers of those that leave, and return the features and
-    indices of the rest. Dynamic inference runs this at every exit, and trainables/cost.py times
+    indices of the rest. Dynamic inference runs this at every exit, and trainables/engine/cost.py times
     it, so a point's predicted latency includes what deciding costs."""
     logits = heads(h)
     undecided = torch.ones(len(active), dtype=torch.bool, device=h.device)

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 __all__ = [
     "ClassCosines",

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 __all__ = [
     "coarse_accuracy",

@@ -2,7 +2,7 @@
 
 A pickle can name any callable, so unpickling a file someone else wrote can run their code.
 `load_torch` reads with `torch.load(weights_only=True)`, which builds only tensors, dicts, lists,
-tuples, numbers and strings; what the trials save is kept to those (trainables/loop.py). A file
+tuples, numbers and strings; what the trials save is kept to those (trainables/engine/loop.py). A file
 that asks for anything else is refused with `UnsafeFile`, naming it: it was tampered with, or
 written by something other than this platform's trials (or an older version of them).
 """

@@ -331,7 +331,7 @@ class TrialSync:
 
 
 class _PushingReporter:
-    """A trainables.loop.Reporter that pushes the trial's files before each report, so the driver
+    """A trainables.engine.loop.Reporter that pushes the trial's files before each report, so the driver
     finds them when it hears of the report."""
 
     def __init__(self, inner: Any, sync: TrialSync) -> None:

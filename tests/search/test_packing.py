@@ -122,7 +122,7 @@ def test_on_a_gpu_the_measured_peak_picks_the_packing_and_the_data_is_read_once(
     loaded = dict(prepare._HANDOVER)
     assert len(loaded) == 1
     monkeypatch.setattr("trainables.data.get_dataset", lambda *a, **k: pytest.fail("read twice"))
-    monkeypatch.setattr("trainables.cost.exit_flops", lambda net, c, s: [1.0, 2.0])  # FLOP counting is not the point
+    monkeypatch.setattr("trainables.engine.cost.exit_flops", lambda net, c, s: [1.0, 2.0])  # FLOP counting is not the point
     from search.spec import RunSpec
 
     spec = RunSpec(space="gran_hbn", data="synthetic", name="x", storage="/tmp", data_size="tiny")
@@ -180,7 +180,7 @@ def test_the_child_measures_the_spaces_largest_networks_at_the_largest_batch(mon
     """What the spawned child runs, here in-process on the CPU (the estimate), at a small batch
     (the largest batch size itself is test_largest_batch_size_is_the_largest_searched_choice's)."""
     from trainables.data import get_dataset
-    from trainables.family import DataInfo
+    from trainables.engine.family import DataInfo
 
     info = DataInfo.of(get_dataset("synthetic", None, seed=0, size="tiny"))
     monkeypatch.setattr(packing, "largest_batch_size", lambda space, budget: 4 if budget.name == "smoke" else 0)

@@ -47,7 +47,7 @@ def doctored(local_run: Path, tmp_path: Path) -> tuple[Path, Path, Path]:  # noq
 
 
 def test_what_trials_save_reads_back_safely(local_run: Path) -> None:  # noqa: F811
-    from trainables.family import DataInfo
+    from trainables.engine.family import DataInfo
 
     for tdir in (local_run / "trials").iterdir():
         if (tdir / "model.pt").is_file():
@@ -83,7 +83,7 @@ def test_load_operating_point_refuses_a_doctored_network(doctored) -> None:
 
 def test_a_resumed_trial_refuses_a_doctored_checkpoint(tmp_path: Path) -> None:
     from tests.trainables.test_loop import TINY_CFG, gran_family, tiny_ctx
-    from trainables.loop import run_trial
+    from trainables.engine.loop import run_trial
     from trainables.safe_load import UnsafeFile
 
     ctx = tiny_ctx(tmp_path)

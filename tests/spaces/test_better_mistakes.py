@@ -16,7 +16,7 @@ from spaces import get_space
 from spaces.better_mistakes import LOSSES, SCHEDULES
 from trainables.data import get_dataset
 from trainables.exits import ExitCache
-from trainables.family import DataInfo, TrialInputs, UnsuitableData
+from trainables.engine.family import DataInfo, TrialInputs, UnsuitableData
 from trainables.metrics import hierarchical_metrics
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def test_wordnet_tree_is_used_when_asked():
     folder = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar100"
     if not (folder / "wordnet-hierarchy.txt").is_file() or not (folder / "fine_to_coarse.json").is_file():
         pytest.skip(f"real CIFAR-100 label files not present under {folder}")
-    from trainables.data.hierarchy import Hierarchy
+    from trainables.hierarchy import Hierarchy
 
     names = json.loads((folder / "fine_to_coarse.json").read_text())
     two = Hierarchy.from_fine_to_coarse(names["fine_to_coarse"], names["fine_label_names"], names["coarse_label_names"])

@@ -23,7 +23,7 @@ from search.spec import RunSpec
 from spaces import Budget, get_space, list_spaces
 from trainables.atomic import write_json
 from trainables.contract import Declaration
-from trainables.loop import LocalReporter
+from trainables.engine.loop import LocalReporter
 
 SPACES = [s for s in list_spaces() if s != "faulty"]  # faulty raises on purpose (tests/search)
 SEARCH_KEYS = {"n_trials": 16, "neighbours": 4, "population": 8, "levels": 16, "max_points": 8}
@@ -153,7 +153,7 @@ def test_default_points_predictor_reproduces_its_calibration_accuracy(one_trial_
     """The loaded predictor of the space's default point, run on the calibration split's images,
     answers as well as the point's stored calibration score says (the metric the declaration names)."""
     from search.load import load_operating_point
-    from trainables.device_data import load_data
+    from trainables.engine.device_data import load_data
     from trainables.predictor import answer_accuracy
 
     name, run_dir, decl, _ = one_trial_run

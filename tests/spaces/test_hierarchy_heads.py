@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.cost import count_flops
-from trainables.hierarchy_heads.model import Heads, HierHeadsNet, build_hierarchy_heads_net, linear_macs, lowrank_macs
+from trainables.engine.cost import count_flops
+from trainables.hierarchy_heads.model import HierHeadsNet, build_hierarchy_heads_net, linear_macs, lowrank_macs
 from trainables.hierarchy_heads.predictor import RoutedHeads
 from trainables.hierarchy_heads.routing import answers, route_top_k, score_settings, thresholds_grid
 
@@ -127,7 +127,7 @@ def test_staged_plan_trains_child_heads_on_a_bitwise_frozen_backbone(tmp_path):
     from spaces import get_space
     from spaces.hierarchy_heads import HierarchyHeads
     from tests.trainables.test_loop import tiny_ctx
-    from trainables.loop import run_trial
+    from trainables.engine.loop import run_trial
     from trainables.safe_load import load_torch
 
     space = get_space("hierarchy_heads")
@@ -190,7 +190,7 @@ def test_induced_tree_trains_a_probe_groups_its_classes_and_resumes_on_that_grou
     from tests.trainables.test_plans import Crash, CrashingReporter
     from trainables.exits import ExitCache
     from trainables.hierarchy_heads.induce import induce_groups, weight_similarity
-    from trainables.loop import LocalReporter, TrialContext, run_trial
+    from trainables.engine.loop import LocalReporter, TrialContext, run_trial
     from trainables.safe_load import load_torch
 
     straight = tmp_path / "straight"

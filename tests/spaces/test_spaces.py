@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 from spaces import get_space, list_spaces, register_space
-from trainables.cost import exit_flops
-from trainables.family import DataInfo
+from trainables.engine.cost import exit_flops
+from trainables.engine.family import DataInfo
 
 
 def data(n_fine=100, n_coarse=20):

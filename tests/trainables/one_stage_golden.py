@@ -38,7 +38,7 @@ def config_of(space_name: str) -> dict[str, Any]:
 
 def run_one(space_name: str, trial_dir: Path) -> dict[str, Any]:
     from spaces import get_space
-    from trainables.loop import LocalReporter, TrialContext, run_trial
+    from trainables.engine.loop import LocalReporter, TrialContext, run_trial
 
     space = get_space(space_name)
     budget = space.budget("smoke")

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 from trainables.hier_losses import (
     CrossEntropyLoss,
     EmbeddingLoss,

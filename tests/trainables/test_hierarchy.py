@@ -1,4 +1,4 @@
-"""Tests for trainables.data.hierarchy: hand-made trees with hand-computed answers, and the real
+"""Tests for trainables.hierarchy: hand-made trees with hand-computed answers, and the real
 CIFAR-100 WordNet tree when ../shared/data is present."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

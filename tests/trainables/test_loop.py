@@ -11,9 +11,9 @@ import torch
 
 from spaces import get_space
 from trainables.data import Split
-from trainables.device_data import DeviceLoader
-from trainables.family import TrialInputs
-from trainables.loop import LocalReporter, TrialContext, TrialDiverged, run_trial
+from trainables.engine.device_data import DeviceLoader
+from trainables.engine.family import TrialInputs
+from trainables.engine.loop import LocalReporter, TrialContext, TrialDiverged, run_trial
 from trainables.pareto import hypervolume
 
 TINY_CFG = {
@@ -152,7 +152,7 @@ def test_single_exit_network_uses_the_last_exit_weight(tmp_path):
 def test_plateau_schedule_steps_once_an_epoch_on_the_calibration_loss(tmp_path):
     """ReduceLROnPlateau is not stepped per batch but after each epoch, with the calibration loss
     the loop records in the curves."""
-    from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
+    from trainables.engine.optim import make_optimizer, make_scheduler, per_epoch_schedule
 
     net = torch.nn.Linear(2, 2)
     cfg = {"optimizer": "sgd", "lr": 0.1, "lr_schedule": "plateau"}
@@ -169,7 +169,7 @@ def test_plateau_schedule_steps_once_an_epoch_on_the_calibration_loss(tmp_path):
 
 
 def test_cyclic_schedule_cycles_between_a_tenth_and_the_peak():
-    from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
+    from trainables.engine.optim import make_optimizer, make_scheduler, per_epoch_schedule
 
     net = torch.nn.Linear(2, 2)
     cfg = {"optimizer": "adam", "lr": 0.01, "lr_schedule": "cyclic", "lr_cycles": 2}

@@ -64,7 +64,7 @@ def test_one_level_outputs_are_branchynets_weighted_cross_entropy():
 def test_a_config_without_exit_weights_means_the_same_in_every_family():
     """One default per key: gran_hbn and branchynet read `exit_weight_*` through one function."""
     from spaces import get_space
-    from trainables.family import TrialInputs
+    from trainables.engine.family import TrialInputs
 
     cfg = {"loss": "ce"}
     weights = []

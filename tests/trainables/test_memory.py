@@ -1,4 +1,4 @@
-"""A trial's peak memory (trainables/memory.py): the CPU estimate here, the CUDA measurement where a GPU is."""
+"""A trial's peak memory (trainables/engine/memory.py): the CPU estimate here, the CUDA measurement where a GPU is."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from spaces import get_space
 from trainables.data import get_dataset
-from trainables.family import DataInfo
-from trainables.memory import dataset_bytes, training_peak
+from trainables.engine.family import DataInfo
+from trainables.engine.memory import dataset_bytes, training_peak
 
 SMALL = {"backbone": "resnet", "resnet.width": 4, "resnet.blocks": 1, "resnet.n_stages": 3, "exit_after": [0, 2],
          "head": "linear"}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 from trainables.metrics import (
     coarse_accuracy,
     hdist_at_k,

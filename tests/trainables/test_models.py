@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.cost import count_flops, exit_flops, expected_flops, measure_latency, plain_cost, segment_flops
+from trainables.engine.cost import count_flops, exit_flops, expected_flops, measure_latency, plain_cost, segment_flops
 from trainables.models import TINY_CONFIGS, build_early_exit_net, list_backbones, register_backbone
 from trainables.models.early_exit import HEADS
 
@@ -114,7 +114,7 @@ def test_latency_profile_per_segment_and_consistent_with_exit_fractions():
 def test_duplicate_backbone_name_raises():
     with pytest.raises(ValueError):
 
-        @register_backbone
+        @register_backbone(tiny={})
         def resnet(in_channels):  # noqa: F811
             raise AssertionError
 

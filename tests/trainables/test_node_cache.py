@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import trainables.device_data as device_data
+import trainables.engine.device_data as device_data
 from trainables.data import Dataset, get_dataset, node_cache
-from trainables.device_data import DeviceLoader, load_data
+from trainables.engine.device_data import DeviceLoader, load_data
 from tests.trainables.test_datasets import write_cifar10
 
 

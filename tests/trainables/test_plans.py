@@ -14,9 +14,9 @@ import torch
 from tests.trainables import one_stage_golden
 from tests.trainables.test_loop import TINY_CFG, gran_family, tiny_ctx
 from trainables.exits import ExitCache
-from trainables.loop import LocalReporter, TrialContext, run_trial
-from trainables.plan import Plan, Stage, StopRule, StopTracker, one_stage
-from trainables.precision import Precision
+from trainables.engine.loop import LocalReporter, TrialContext, run_trial
+from trainables.engine.plan import Plan, Stage, StopRule, StopTracker, one_stage
+from trainables.engine.precision import Precision
 from spaces.gran_hbn import GranHBN
 
 GOLDEN = Path(__file__).parent / "golden" / "one_stage.json"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PURE = ["trainables.contract", "trainables.pareto", "trainables.plan", "trainables.predictor", "trainables.exits",
-        "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.hierarchy_heads.routing",
-        "reports.tables"]
+PURE = ["trainables.contract", "trainables.pareto", "trainables.engine", "trainables.engine.plan", "trainables.predictor",
+        "trainables.exits", "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.exits.modes",
+        "trainables.hierarchy", "trainables.data_info", "trainables.metrics", "trainables.hierarchy_heads.routing",
+        "trainables.hierarchy_heads.induce", "reports.tables"]
 
 
 def test_pure_modules_import_no_torch():

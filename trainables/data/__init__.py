@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 from trainables.registry import Registry
 
 __all__ = [

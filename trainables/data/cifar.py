@@ -82,7 +82,7 @@ from trainables.data.cifar_files import (
     verify_md5,
 )
 from trainables.data.fetch import refetch
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -54,7 +54,7 @@ from trainables.data import (
     unavailable_hint,
 )
 from trainables.data.fetch import refetch
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 __all__ = [
     "DEBIAN_DIR",

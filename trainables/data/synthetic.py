@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from trainables.data import Dataset, as_split, channel_stats, check_size, register_dataset, stratified_split
-from trainables.data.hierarchy import Hierarchy
+from trainables.hierarchy import Hierarchy
 
 __all__ = ["FINE_PER_COARSE", "N_COARSE", "N_FINE", "SYNTHETIC_SIZES", "generate", "synthetic", "synthetic_hierarchy"]
 

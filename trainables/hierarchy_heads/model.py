@@ -8,7 +8,7 @@ Heads, on the backbone's pooled features (F values per image):
   (F -> its classes, flat or low-rank) of which, at inference, only the routed ones run
   (trainables/hierarchy_heads/predictor.py).
 
-What the engine sees (trainables/loop.py) is one exit with two answer levels: `forward` returns
+What the engine sees (trainables/engine/loop.py) is one exit with two answer levels: `forward` returns
 [(fine, coarse)]. For the hierarchical head `fine` holds, per class c of superclass s(c), the joint
 log-probability log p(s(c)) + log p(c | s(c)), every child head computed (training needs them all,
 and the calibration cache keeps them all so routing is calibrated afterwards without the network);
@@ -17,7 +17,7 @@ log sum_{c in s} p(c), the superclass probability the flat answer implies (no mu
 
 Multiply-accumulates of a head are counted from its linear layers (`linear_macs`): in x out each,
 biases and elementwise work not counted, the convention of the FLOP counter the engine uses
-(2 FLOPs per MAC; trainables/cost.py), so the two agree exactly.
+(2 FLOPs per MAC; trainables/engine/cost.py), so the two agree exactly.
 
 Also registers the ResNet-9 backbone (Myrtle's DAWNBench network, trained one-cycle).
 """
@@ -69,7 +69,7 @@ def resnet9(in_channels: int, width: int = 64) -> StagedBackbone:
 
 
 if "resnet9" not in list_backbones():  # this module may be imported again under another name (tests)
-    register_backbone(resnet9)
+    register_backbone(resnet9, tiny={"width": 4})
 
 
 def lowrank(cin: int, rank: int, n_out: int, nonlinear: bool) -> nn.Sequential:

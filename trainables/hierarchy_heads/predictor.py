@@ -50,7 +50,7 @@ class RoutedHeads:
         data = data_info(payload)
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
-        from trainables.cost import count_flops
+        from trainables.engine.cost import count_flops
 
         backbone, _ = count_flops(torch.nn.Sequential(*model.stages),
                                   torch.zeros(1, data.channels, data.image_size, data.image_size))

@@ -3,7 +3,7 @@
 - `resnet`: the CIFAR ResNet (He et al. 2016, as in kuangliu/pytorch-cifar): a 3x3 stem, then
   `n_stages` stages of `blocks` BasicBlocks, width doubling and resolution halving per stage.
   Width and depth are searched. With width 64, blocks 2, 4 stages it is the CIFAR ResNet-18
-  (1.111 GFLOP forward at 32x32 with a 100-way head, by FlopCounterMode; see trainables/cost.py);
+  (1.111 GFLOP forward at 32x32 with a 100-way head, by FlopCounterMode; see trainables/engine/cost.py);
   with width 16, blocks 18, 3 stages it is He et al.'s ResNet-110 (6n+2 layers, n = 18), the
   B-ResNet-110 backbone of BranchyNet. `splits` cuts every stage into that many consecutive
   groups of blocks, so exits can sit inside a stage too (BranchyNet's branch points).
@@ -27,12 +27,6 @@ from torch import nn
 
 from trainables.models import StagedBackbone, register_backbone
 
-TINY_CONFIGS = {
-    "resnet": {"width": 8, "blocks": 1, "n_stages": 3},
-    "alexnet": {"width": 0.125},
-    "plainnet": {"width": 0.125},
-}
-
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -52,7 +46,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-@register_backbone
+@register_backbone(tiny={"width": 8, "blocks": 1, "n_stages": 3})
 def resnet(in_channels: int, width: int = 64, blocks: int = 2, n_stages: int = 4, splits: int = 1) -> StagedBackbone:
     if not (1 <= n_stages <= 5) or blocks < 1 or width < 1 or not (1 <= splits <= blocks):
         raise ValueError(f"resnet needs 1<=n_stages<=5, blocks>=1, width>=1, 1<=splits<=blocks; "
@@ -74,7 +68,7 @@ def resnet(in_channels: int, width: int = 64, blocks: int = 2, n_stages: int = 4
     return StagedBackbone(stages, channels)
 
 
-@register_backbone
+@register_backbone(tiny={"width": 0.125})
 def alexnet(in_channels: int, width: float = 1.0, cuts: str = "paper") -> StagedBackbone:
     def c(n: int) -> int:
         return max(4, int(round(n * width)))
@@ -109,7 +103,7 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-@register_backbone
+@register_backbone(tiny={"width": 0.125})
 def plainnet(in_channels: int, width: float = 1.0) -> StagedBackbone:
     def c(n: int) -> int:
         return max(4, int(round(n * width)))

@@ -2,7 +2,7 @@
 
 What is searched (`config`, from a space) is kept apart from infrastructure (`ctx`: data, device,
 trial directory, reporter, budget). The loop holds the data on the device as uint8
-(trainables/device_data.py), runs at the config's precision (`precision`: auto = bf16 autocast
+(trainables/engine/device_data.py), runs at the config's precision (`precision`: auto = bf16 autocast
 with channels_last on a GPU, fp32 on CPU; or fp32, bf16, fp16 with a gradient scaler), counts
 every exit's FLOPs (and, when the family asks, measures its latency), and runs the family's
 training plan stage by stage (each stage: what trains, the rest frozen with its BatchNorm
@@ -18,7 +18,7 @@ After the last epoch it caches the test split too, hands both caches to the fami
 `status.json`, `curves.json`, `points.json`, `calibration_front.npz` (the whole calibration front,
 from which the stored hypervolume can be recomputed), `exit_cache_{calibration,test}.npz` and
 `model.pt`. A retried trial resumes from its checkpoint. A family supplies only what is its own
-(trainables/family.py).
+(trainables/engine/family.py).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from trainables.atomic import atomic_write, write_json
-from trainables.cost import measure_latency, plain_cost, segment_flops
-from trainables.device_data import DeviceLoader, load_data
+from trainables.engine.cost import measure_latency, plain_cost, segment_flops
+from trainables.engine.device_data import DeviceLoader, load_data
 from trainables.exits import ExitCache
-from trainables.family import DataInfo, Family, TrialInputs
-from trainables.optim import make_optimizer, make_scheduler, per_epoch_schedule
-from trainables.plan import Stage, StopTracker, metric_of
-from trainables.precision import Precision
+from trainables.engine.family import DataInfo, Family, TrialInputs
+from trainables.engine.optim import make_optimizer, make_scheduler, per_epoch_schedule
+from trainables.engine.plan import Stage, StopTracker, metric_of
+from trainables.engine.precision import Precision
 from trainables.safe_load import load_torch, plain_values
 
 __all__ = ["LocalReporter", "Reporter", "TrialContext", "TrialDiverged", "run_trial"]
@@ -167,7 +167,7 @@ def train_mode(net: torch.nn.Module, stage: Stage | None) -> None:
 
 
 def train_step(model, opt, x, yf, yc, loss_fn, precision: Precision, progress: float, backward=None) -> torch.Tensor:
-    """One optimiser step of the engine (also what trainables/memory.py measures): forward under
+    """One optimiser step of the engine (also what trainables/engine/memory.py measures): forward under
     the trial's precision, the family's loss, backward (scaled for fp16), step. Returns the loss."""
     with precision.autocast():
         outs = model(x)
@@ -229,7 +229,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     use_cuda = ctx.device == "cuda" or (ctx.device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         torch.set_num_threads(max(1, int(ctx.cpu_threads)))
-    # precision is the engine's (trainables/precision.py); Accelerate only places and wraps (DDP)
+    # precision is the engine's (trainables/engine/precision.py); Accelerate only places and wraps (DDP)
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision="no")
     device = accelerator.device
     precision = Precision.of(config, device)

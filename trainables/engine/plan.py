@@ -1,6 +1,6 @@
 """A trial's training plan: stages the shared engine runs in order, and the stop rule of a stage.
 
-A family turns a searched config into a plan (`Family.plan`); the engine (trainables/loop.py)
+A family turns a searched config into a plan (`Family.plan`); the engine (trainables/engine/loop.py)
 runs any plan, so every family gets checkpoints, resume, precision, data-parallel workers and
 reporting for every stage without a line of its own. A stage says, as data (the way timm's
 train.py and cleanrl keep a training phase as a config rather than branches in a loop):
@@ -10,7 +10,7 @@ train.py and cleanrl keep a training phase as a config rather than branches in a
   mode while the stage trains). None trains every parameter;
 * its optimiser and schedule: `overrides` of the searched config's keys for this stage
   (`optimizer`, `lr`, `weight_decay`, `lr_schedule`, ... and the family's loss keys), read by
-  trainables/optim.py and the family's `make_loss` exactly as the config's own;
+  trainables/engine/optim.py and the family's `make_loss` exactly as the config's own;
 * its epochs, and an optional `StopRule`: patience and min delta on a metric of the family's
   per-epoch evaluation of the calibration split; when it fires, the stage ends and the weights
   of its best epoch are restored.

@@ -1,9 +1,9 @@
-"""What a family supplies to the shared trial loop (trainables/loop.py).
+"""What a family supplies to the shared trial loop (trainables/engine/loop.py).
 
 The loop owns the infrastructure every family needs: device-resident uint8 data and on-device
 augmentation, Accelerate, the training plan's stages (what trains, optimiser, schedule, epochs,
-stop rule with best-epoch restore; trainables/plan.py), precision from the config
-(trainables/precision.py), checkpoints and resumption mid-stage, reporting to the outer search,
+stop rule with best-epoch restore; trainables/engine/plan.py), precision from the config
+(trainables/engine/precision.py), checkpoints and resumption mid-stage, reporting to the outer search,
 divergence, the FLOP count (and, when asked, the latency) of every exit, and the caching of every
 exit's outputs on the calibration and test splits. A family supplies only what is its own; every
 hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInfo, stage):
@@ -37,59 +37,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from trainables.contract import Declaration, Outcome
-from trainables.data.hierarchy import Hierarchy
+from trainables.data_info import DataInfo
 from trainables.exits import ExitCache
-from trainables.plan import Plan, Stage, one_stage
+from trainables.engine.plan import Plan, Stage, one_stage
 
 __all__ = ["DataInfo", "Evaluation", "Family", "TrialInputs", "UnsuitableData", "pick", "point_rows"]
 
 
 class UnsuitableData(ValueError):
     """The dataset cannot serve this family with these options (e.g. no deeper class tree)."""
-
-
-class DataInfo(NamedTuple):
-    """What building and using a network needs of its dataset (also stored with the network)."""
-
-    channels: int
-    image_size: int
-    n_fine: int
-    n_coarse: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    fine_names: tuple[str, ...]
-    coarse_names: tuple[str, ...]
-    coarse_of: tuple[int, ...]
-    hierarchy: Hierarchy | None = None  # the two levels the heads predict
-    tree: Hierarchy | None = None  # a deeper class tree (e.g. CIFAR-100's WordNet tree), when the dataset has one
-
-    @classmethod
-    def of(cls, ds: Any) -> DataInfo:
-        h = ds.hierarchy
-        return cls(ds.channels, ds.image_size, ds.n_fine, ds.n_coarse, tuple(ds.mean), tuple(ds.std),
-                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of), h, ds.tree)
-
-    def n_classes(self, level: str) -> int:
-        return {"fine": self.n_fine, "coarse": self.n_coarse}[level]
-
-    def to_plain(self) -> dict[str, Any]:
-        """Plain values only (lists, numbers, strings, dicts; the trees as `Hierarchy.to_dict`):
-        what a safe loader (`torch.load(weights_only=True)`) reads back; `from_plain` inverts it."""
-        d: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
-        d["hierarchy"] = self.hierarchy.to_dict() if self.hierarchy is not None else None
-        d["tree"] = self.tree.to_dict() if self.tree is not None else None
-        return d
-
-    @classmethod
-    def from_plain(cls, d: Mapping[str, Any]) -> DataInfo:
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        for k in ("hierarchy", "tree"):
-            if isinstance(kw.get(k), dict):
-                kw[k] = Hierarchy.from_dict(kw[k])
-        return cls(**kw)
-
-    def names(self, level: str) -> tuple[str, ...]:
-        return {"fine": self.fine_names, "coarse": self.coarse_names}[level]
 
 
 class TrialInputs(NamedTuple):

@@ -1,10 +1,10 @@
 """One trial's peak device memory, from one training step of the space's largest network(s).
 
 `training_peak(family, data, batch_size)` builds each of `family.reference_configs` (the space's
-largest networks) and trains it as trainables/loop.py does: Adam (two state tensors per
+largest networks) and trains it as trainables/engine/loop.py does: Adam (two state tensors per
 parameter, the most of the searched optimisers), the family's own loss, and on a GPU bf16
 autocast with channels_last. The data a trial holds on the device (uint8 train, calibration and
-test splits, trainables/device_data.py) is added as `dataset_bytes` (`dataset_bytes(ds)`).
+test splits, trainables/engine/device_data.py) is added as `dataset_bytes` (`dataset_bytes(ds)`).
 
 * On CUDA the peak is measured: `torch.cuda.max_memory_allocated` over two training steps (the
   second runs with the first step's gradients and optimiser state alive, as every later step
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.family import DataInfo, Family, TrialInputs
-from trainables.loop import train_step
-from trainables.optim import make_optimizer
-from trainables.precision import Precision
+from trainables.engine.family import DataInfo, Family, TrialInputs
+from trainables.engine.loop import train_step
+from trainables.engine.optim import make_optimizer
+from trainables.engine.precision import Precision
 
 __all__ = ["EVAL_BATCH", "PeakMemory", "dataset_bytes", "training_peak"]
 
-EVAL_BATCH = 1024  # trainables/loop.py caches exit outputs in batches of this size
+EVAL_BATCH = 1024  # trainables/engine/loop.py caches exit outputs in batches of this size
 
 
 @dataclass(frozen=True)
