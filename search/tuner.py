@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.checks import BadInput, check_fits, check_resumable
+from search.checks import BadInput, check_conventions, check_fits, check_resumable
 from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
 from search.schedulers import make_scheduler
@@ -289,6 +289,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     stop.check()
     if spec.resume:
         check_resumable(run_dir)
+        check_conventions(run_dir, space.declaration(budget, space.resolve_options(spec.options)))
     _init_ray(spec)
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place
