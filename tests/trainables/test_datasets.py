@@ -91,9 +91,13 @@ def c100_coarse_of(fine: np.ndarray) -> np.ndarray:
     return (fine * 7) % 20  # a non-trivial map: 5 fine classes per superclass, not fine // 5
 
 
-def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0) -> Path:
-    """cifar-100-python/{train,test,meta} with n_train / n_test images per fine class."""
+def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0,
+                   coarse_of: list[int] | None = None, meta: Path | None = None) -> Path:
+    """cifar-100-python/{train,test,meta} with n_train / n_test images per fine class. `coarse_of`
+    (fine -> superclass) and `meta` (a meta file to copy, e.g. the real one) replace the made-up
+    class names and superclasses."""
     rng = np.random.default_rng(seed)
+    superclass = (lambda f: np.asarray(coarse_of)[f]) if coarse_of is not None else c100_coarse_of
     folder = root / "cifar-100-python"
     first_id = 0
     for part, n in (("train", n_train), ("test", n_test)):
@@ -104,14 +108,17 @@ def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0)
                 b"filenames": [f"img_{i}.png".encode() for i in range(len(fine))],
                 b"batch_label": f"{part} batch".encode(),
                 b"fine_labels": fine.tolist(),
-                b"coarse_labels": c100_coarse_of(fine).tolist(),
+                b"coarse_labels": superclass(fine).tolist(),
                 b"data": _cifar_rows(fine, first_id),
             },
             protocol=2 if part == "train" else pickle.HIGHEST_PROTOCOL,
         )
         first_id += len(fine)
-    _pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in C100_FINE],
-                              b"coarse_label_names": [n.encode() for n in C100_COARSE]})
+    if meta is not None:
+        (folder / "meta").write_bytes(Path(meta).read_bytes())
+    else:
+        _pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in C100_FINE],
+                                  b"coarse_label_names": [n.encode() for n in C100_COARSE]})
     return folder
 
 
