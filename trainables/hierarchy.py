@@ -15,14 +15,12 @@ Conventions used throughout:
 * `ancestor(fine, level)` / `ancestors_at(level)` clamp to the leaf itself when the leaf is
   shallower than `level`, so every fine class has exactly one "node at level L" for every L >= 0;
 * height of a node = number of edges on the longest path from it down to a leaf below it (a leaf
-  has height 0; the root's height is the depth of the deepest leaf, `height`);
+  has height 0; the root's height is the depth of the deepest leaf, `height`); the distance of two
+  classes is the height of their lowest common ancestor node (`distance_matrix`, the definition of
+  "Making Better Mistakes", recorded by runs as the versioned convention `CLASS_DISTANCE`);
 * the distinct nodes at a level are numbered with internal nodes first, in tree (file) order, then
   clamped leaves by fine-class index. This makes `ancestors_at(1) == coarse_of` for trees built by
   `from_fine_to_coarse` and `ancestors_at(L) == arange(n_fine)` for every L >= the deepest leaf.
-
-The class distance (`distance_matrix`) is the height of the two classes' lowest common ancestor
-node, the definition of "Making Better Mistakes" and of the distance files its code ships. It is a
-versioned convention (`CLASS_DISTANCE`): runs record the version their figures were computed with.
 """
 
 from __future__ import annotations
@@ -38,11 +36,9 @@ from trainables.contract import Convention
 
 __all__ = ["CLASS_DISTANCE", "Hierarchy"]
 
-#: The class distance every hierarchical figure and loss uses (`Hierarchy.distance_matrix`), as a
-#: versioned convention a family declares beside the columns computed with it. Version 1, used
-#: before the convention was versioned (runs whose declaration does not state it), measured
-#: from the LCA down to the deeper of the two leaves; the two agree on trees whose leaves all lie
-#: at one depth (a two-level superclass tree) and differ on unbalanced ones (CIFAR-100's WordNet tree).
+#: The class distance of every hierarchical figure and loss (`Hierarchy.distance_matrix`), a
+#: versioned convention a family declares with the columns computed with it. Version 1 (runs that
+#: state no version) measured from the LCA down to the deeper of the two leaves.
 CLASS_DISTANCE = Convention(
     name="class distance",
     version=2,
@@ -460,17 +456,12 @@ class Hierarchy:
     def distance_matrix(self) -> np.ndarray:
         """float64 (n_fine, n_fine): D[a, b] = height of the lowest common ancestor (LCA) node of a and b.
 
-        The height of a node is the longest downward path from it to a leaf of its subtree, so
-        D[a, b] depends on the LCA node alone: every pair of classes that meet at the same node is
-        equally far apart, however deep either class lies. This is the class distance of Bertinetto
-        et al., "Making Better Mistakes" (CVPR 2020), as computed by fiveai/making-better-mistakes
-        and shipped in its distance files (convention `CLASS_DISTANCE`, version 2). D[a, a] = 0,
-        D[a, b] >= 1 for a != b (an LCA of two leaves is an inner node), D is symmetric, and
-        max D = the root's height when two classes meet only at the root. On a tree whose leaves all
-        lie at one depth it equals depth(leaf) - depth(LCA); on an unbalanced tree it is larger for
-        pairs whose LCA has a deeper subtree elsewhere (version 1 measured to the deeper of the two
-        leaves instead). An ultrametric: D[a, c] <= max(D[a, b], D[b, c]).
-
+        The distance of Bertinetto et al., "Making Better Mistakes" (CVPR 2020), as its code and
+        distance files compute it (`CLASS_DISTANCE`, version 2): a function of the LCA node alone.
+        D[a, a] = 0, D[a, b] >= 1 otherwise (the LCA of two leaves is an inner node), symmetric, an
+        ultrametric (D[a, c] <= max(D[a, b], D[b, c])). On a tree whose leaves all lie at one depth it
+        equals depth(leaf) - depth(LCA); on an unbalanced tree it is larger wherever the LCA's subtree
+        reaches deeper than either class (version 1 measured to the deeper of the two leaves).
         Computed once and cached; each call returns a fresh copy, safe to modify.
         """
         if self._distance is None:
