@@ -66,8 +66,8 @@ GRACE_S = 30.0  # what stopping a figure may take (a search stops its trials and
 # seconds per figure: (estimate, cap). The estimate decides whether a figure starts under a budget;
 # the cap stops one that runs on. GPU figures are sized to fit 9 minutes together (see the README).
 TIMES = {
-    "gpu": {"throughput": (45, 120), "exits_vs_plain": (60, 150), "fixed_cost": (70, 150), "whole_search": (80, 180),
-            "dynamic_inference": (20, 60), "packing": (120, 240)},
+    "gpu": {"throughput": (45, 120), "exits_vs_plain": (60, 150), "fixed_cost": (90, 180), "whole_search": (80, 180),
+            "dynamic_inference": (20, 60), "packing": (130, 240)},
     "cpu": {"throughput": (60, 300), "exits_vs_plain": (600, 1500), "fixed_cost": (150, 600), "whole_search": (300, 1200),
             "dynamic_inference": (60, 300), "packing": (400, 1500)},
     "quick": {"throughput": (10, 120), "exits_vs_plain": (15, 120), "fixed_cost": (40, 240), "whole_search": (30, 240),
@@ -134,7 +134,7 @@ def settings(mode: str, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "exits_vs_plain": {"data": data["data"], "data_root": data["data_root"], "size": "full" if real else evp["size"],
                            "epochs": 15, "width": evp["width"], "blocks": evp["blocks"], "batch": 256 if gpu else evp["batch"],
                            "threads": cores},
-        "fixed_cost": {"trials": 6 if gpu else 4},
+        "fixed_cost": {"trials": 5 if gpu else 4},
         "search": {"space": "branchynet", "data": data["data"], "data_root": data["data_root"],
                    "data_size": "full" if real else "smoke", "trials": 8 if gpu else 4},
         "dynamic_inference": {"images": 300 if gpu else 200, "batch": 256, "rounds": 7 if gpu else 5,
@@ -259,8 +259,8 @@ def _run_child(name: str, args: argparse.Namespace, work: Path, timeout: float |
     cmd = [sys.executable, "-m", "benchmarks.suite", "--figure", name, "--work", str(work)]
     if args.quick:
         cmd.append("--quick")
-    if args.data_root:
-        cmd += ["--data-root", args.data_root]
+    if args.data_root:  # the child runs in the repository root: the folder as the user meant it
+        cmd += ["--data-root", str(Path(args.data_root).resolve())]
     spaces = ",".join(filter(None, [os.environ.get("EXITSEARCH_SPACES"), "tests.fault_spaces"]))
     env = {**os.environ, "EXITSEARCH_SPACES": spaces,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve_data(args.quick, args.data_root)
     started = datetime.now(timezone.utc)
     out = args.out or ROOT / "runs" / f"benchmark-suite-{started.strftime('%Y%m%d-%H%M%S')}.json"
-    work = args.keep or Path(tempfile.mkdtemp(prefix="benchmark-suite-"))
+    work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="benchmark-suite-"))
     work.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"suite": SUITE, "command": "python3 -m benchmarks.suite " + " ".join(argv), "mode": mode,
                            "started_at": started.isoformat(), "budget_s": budget or None, "data": data["label"],
