@@ -23,7 +23,7 @@ context or Ray session never weighs on the next):
 Data: real CIFAR-10 where the subset `python3 -m benchmarks.cifar_subset ../shared/data/cifar10/cifar10-train.npz`
 writes (`.suite-data/cifar10/`: the first 900 images of each class, 27.6 MB as uint8) is present,
 else synthetic images; every figure says which. `--quick` runs the same code paths at tiny sizes
-on synthetic data (a CPU, about 2 minutes on an idle 2-core machine; the test runs it).
+on synthetic data, on a CPU (tests/benchmarks/test_suite.py runs it).
 
 Time: on a GPU `--budget-s` defaults to 510 s, so that with unpacking Ray and Optuna and starting
 Python the command ends within 9 minutes. A figure whose estimate exceeds what is left is skipped,
@@ -168,7 +168,7 @@ def figure(name: str, mode: str, data: dict[str, Any], work: Path) -> dict[str, 
 
         res = measure_throughput(**s["throughput"])
         ips = res["images_per_second"]
-        return {"data": "random uint8 images (speed does not depend on their content)",
+        return {"data": "synthetic: random uint8 images (speed does not depend on their content)",
                 "value": {"platform_images_per_s": round(ips["platform"], 1)},
                 "reference": {"bare_images_per_s": round(ips["bare"], 1), "dataloader_images_per_s": round(ips["dataloader"], 1)},
                 "ratio": {"platform_over_bare": round(ips["platform"] / ips["bare"], 3),
