@@ -9,7 +9,7 @@ context or Ray session never weighs on the next):
 - exits_vs_plain     final-exit accuracy of an early-exit network vs the same network without
                      exits, 15 epochs (benchmarks/exits_vs_plain.py);
 - fixed_cost         fixed cost per trial with and without Tune's actor reuse (target <= 1.5 s on
-                     a GPU; benchmarks/trial_overhead.py);
+                     a GPU): `python -m benchmarks.trial_overhead`, run as a user runs it;
 - whole_search       wall time of an N-trial branchynet search at the smoke budget with the
                      default packing, against its trials' training epochs (benchmarks/suite_search.py);
 - dynamic_inference  measured batch-1 and batched latency of that search's default operating point
@@ -188,19 +188,24 @@ def figure(name: str, mode: str, data: dict[str, Any], work: Path) -> dict[str, 
                 "ratio": {"gap_points_plain_minus_exits": res["summary"]["mean_gap_points_plain_minus_gran_hbn"],
                           "within_1_point": res["summary"]["within_1_point"]},
                 "setting": {k: v for k, v in e.items() if k != "data_root"} | {"seconds": {r: acc[r]["seconds"] for r in acc}}}
-    if name == "fixed_cost":
-        from benchmarks.trial_overhead import run_arm
-
+    if name == "fixed_cost":  # the trial_overhead benchmark's own command, as a user runs it
         n = s["fixed_cost"]["trials"]
-        on, off = run_arm(n, True, work / "runs", "fixed-reuse"), run_arm(n, False, work / "runs", "fixed-no-reuse")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        p = subprocess.run([sys.executable, "-m", "benchmarks.trial_overhead", "--trials", str(n)], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+        lines = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+        if p.returncode != 0 or len(lines) < 3:
+            raise RuntimeError(f"python -m benchmarks.trial_overhead exited {p.returncode}: {p.stderr.strip()[-1500:]}")
+        on, off, both = lines[0], lines[1], lines[-1]
         f_on, f_off = on["fixed_cost_per_trial_s"], off["fixed_cost_per_trial_s"]
         return {"data": "synthetic, 1000 images, 1 epoch a trial (tiny_gran), so that a trial is mostly its fixed cost",
-                "value": {"fixed_cost_per_trial_s": f_on, "each_s": on["fixed_cost_per_trial_each_s"], "run_wall_s": on["run_wall_s"]},
-                "reference": {"fixed_cost_per_trial_s": f_off, "each_s": off["fixed_cost_per_trial_each_s"],
-                              "run_wall_s": off["run_wall_s"]},
-                "ratio": {"no_reuse_over_reuse": round(f_off / f_on, 3) if f_on and f_off else None,
-                          "reuse_within_1_5_s": (f_on <= 1.5) if f_on is not None else None},
-                "setting": {"trials": n, "target_applies": cuda, "one_at_a_time": True}}
+                "value": on, "reference": off,
+                "ratio": {"no_reuse_over_reuse": both["fixed_cost_ratio_off_over_on"],
+                          "wall_ratio_off_over_on": both["wall_ratio_off_over_on"],
+                          "reuse_within_1_5_s": (f_on <= 1.5) if f_on is not None else None,
+                          "no_reuse_within_1_5_s": (f_off <= 1.5) if f_off is not None else None},
+                "setting": {"trials": n, "target_applies": cuda, "one_at_a_time": True,
+                            "command": f"python3 -m benchmarks.trial_overhead --trials {n}"}}
     if name in ("whole_search", "packing"):
         from benchmarks.suite_search import packing_figure, run_summary, whole_search_figure
 

@@ -48,7 +48,12 @@ def test_quick_suite_emits_every_figure_with_its_reference(quick):
             assert f[part] and all(v is not None for v in f[part].values()), (name, part, f[part])
     assert set(figures["throughput"]["ratio"]) == {"platform_over_bare", "platform_over_dataloader"}
     assert "gap_points_plain_minus_exits" in figures["exits_vs_plain"]["ratio"]
-    assert "no_reuse_over_reuse" in figures["fixed_cost"]["ratio"]
+    # fixed_cost is `python -m benchmarks.trial_overhead` run as a user runs it: its two arms and their ratios
+    fixed = figures["fixed_cost"]
+    assert fixed["value"]["reuse_actors"] is True and fixed["reference"]["reuse_actors"] is False
+    assert fixed["value"]["trials"] == fixed["reference"]["trials"] == 2
+    assert fixed["value"]["fixed_cost_per_trial_s"] is not None and fixed["reference"]["fixed_cost_per_trial_s"] is not None
+    assert {"no_reuse_over_reuse", "wall_ratio_off_over_on"} <= set(fixed["ratio"])
     assert "wall_over_training_epochs" in figures["whole_search"]["ratio"]
     dyn = figures["dynamic_inference"]["ratio"]
     assert {"measured_over_flops_speedup_batch1", "measured_over_flops_speedup_batched"} <= set(dyn)
