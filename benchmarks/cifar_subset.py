@@ -9,7 +9,7 @@ full file (10% a fixed stratified test split, 10% calibration, the rest training
 
     python3 -m benchmarks.cifar_subset ../shared/data/cifar10/cifar10-train.npz [--per-class 900] [--out .suite-data/cifar10]
 
-Why 900 per class (9,000 images, 27.6 MB): a device run carries at most 64 MiB beside the code,
+Why 900 per class (9,000 images, 27.7 MB): a device run carries at most 64 MiB beside the code,
 and Ray + Optuna for the GPU machine's Python (`../shared/device/pack-site.sh`, `.site/site.tar.xz`)
 take 35.6 MB of it; 900 per class leaves room for the code with a margin.
 """

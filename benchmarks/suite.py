@@ -21,7 +21,7 @@ context or Ray session never weighs on the next):
         [--keep DIR]
 
 Data: real CIFAR-10 where the subset `python3 -m benchmarks.cifar_subset ../shared/data/cifar10/cifar10-train.npz`
-writes (`.suite-data/cifar10/`: the first 900 images of each class, 27.6 MB as uint8) is present,
+writes (`.suite-data/cifar10/`: the first 900 images of each class, 27.7 MB as uint8) is present,
 else synthetic images; every figure says which. `--quick` runs the same code paths at tiny sizes
 on synthetic data, on a CPU (tests/benchmarks/test_suite.py runs it).
 

@@ -71,8 +71,6 @@ def test_quick_suite_packing_compares_the_same_trials_and_says_what_stands_in(qu
     assert setting["same_configs"] is True and setting["same_seeds"] is True and setting["trials_compared"] == 2
     assert "no GPU" in setting["stand_in"]  # CI has no GPU: the figure says what stands in for packing
     assert setting["packed"]["cpus_per_trial"] == 1.0 and setting["alone"]["cpus_per_trial"] == float(os.cpu_count())
-    # the same trials, the same seeds, on a CPU: the FLOPs-judged fronts are the same
-    assert packing["ratio"]["hypervolume_flops_packed_over_alone"] == pytest.approx(1.0)
     assert all("synthetic" in ln["data"] for ln in lines if "figure" in ln)
 
 
