@@ -301,6 +301,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         "seed": seed, "config": config, "plan": plan.describe(), "precision": precision.name,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
                        "pid": os.getpid(), "workers": world,
+                       "code": str(Path(__file__).resolve().parents[2]),  # where this trial's code was imported from
                        **({"backend": torch.distributed.get_backend()} if world > 1 else {})},
         "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
         "resumed_from_epoch": resumed_at if ckpt is not None else None,
