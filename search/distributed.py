@@ -57,8 +57,10 @@ class TrainReporter:
     def get_checkpoint(self) -> str | None:
         import ray.train
 
+        from trainables.storage import checkpoint_directory
+
         ckpt = ray.train.get_checkpoint()
-        return None if ckpt is None else ckpt.to_directory()
+        return None if ckpt is None else checkpoint_directory(ckpt)  # its keys checked before it is fetched
 
 
 def _worker(args: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,9 +13,42 @@ from typing import Any
 from search.schedulers import list_schedulers
 from trainables.storage import is_uri, join_uri, mirror_dir, scratch_dir
 
-__all__ = ["RunSpec", "default_run_name"]
+__all__ = ["RunSpec", "check_numbers", "default_run_name"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+#: every numeric flag of a run: (flag, whole number?, smallest, largest, what the range is for). A share of a
+#: CPU or GPU below 1/100 is refused: Ray keeps resources in units of 1/10000, and 100 trials on one core (or
+#: GPU) is already more processes than it can hold; a fraction that rounds to nothing would place trials
+#: without end.
+NUMBERS: dict[str, tuple[str, bool, float, float, str]] = {
+    "trials": ("--trials", True, 1, 1_000_000, "at least 1"),
+    "seed": ("--seed", True, 0, 2**32 - 1, "0 .. 2^32-1, the seeds numpy and Optuna accept"),
+    "cpus_per_trial": ("--cpus-per-trial", False, 0.01, 1_000_000, "at least 0.01 (100 trials per core)"),
+    "gpus_per_trial": ("--gpus-per-trial", False, 0.0, 1_000_000, "0 (CPU), or at least 0.01 (100 trials per GPU)"),
+    "workers_per_trial": ("--workers-per-trial", True, 1, 4096, "at least 1"),
+    "node_timeout": ("--node-timeout", False, 0.0, 30 * 86400, "0 .. 2592000 seconds (30 days)"),
+    "retries": ("--retries", True, 0, 10_000, "at least 0"),
+}
+
+
+def check_numbers(values: dict[str, Any]) -> None:
+    """Every numeric value of `values` (field name -> number; None is left to its default) finite,
+    whole where it counts something, and in its range; ValueError naming the flag otherwise."""
+    for key, value in values.items():
+        if key not in NUMBERS or value is None:
+            continue
+        flag, whole, low, high, wants = NUMBERS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{flag} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}: use {wants}")
+        if whole and value != int(value):
+            raise ValueError(f"{flag} must be a whole number, got {value}")
+        if key == "gpus_per_trial" and 0 < value < 0.01:
+            raise ValueError(f"{flag} {value:g} is too small a share of a GPU: use {wants}")
+        if not low <= value <= high:
+            raise ValueError(f"{flag} must be {wants}, got {value:g}" + (f" (at most {high:g})" if value > high else ""))
 
 
 def default_run_name(space: str) -> str:
@@ -51,14 +85,9 @@ class RunSpec:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"run name {self.name!r}: use letters, digits, '_', '.', '-' (at most 100)")
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
-        if self.gpus_per_trial < 0:
-            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        check_numbers({k: getattr(self, k) for k in NUMBERS})
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise ValueError("--gpus-per-trial above 1 must be a whole number")
-        if self.workers_per_trial < 1:
-            raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
         if self.gpus_per_trial and self.workers_per_trial > 1 and self.gpus_per_trial != self.workers_per_trial:
             raise ValueError(f"--workers-per-trial {self.workers_per_trial} with --gpus-per-trial {self.gpus_per_trial:g}: "
                              "each worker of a multi-worker trial takes one whole GPU, so give both the same N "
@@ -66,14 +95,8 @@ class RunSpec:
         if self.gpus_per_trial > 1 and self.workers_per_trial == 1:
             raise ValueError(f"--gpus-per-trial {self.gpus_per_trial:g} needs --workers-per-trial {self.gpus_per_trial:g} "
                              "(one worker per GPU; leaving --workers-per-trial out sets it)")
-        if self.cpus_per_trial <= 0:
-            raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
         if self.scheduler not in list_schedulers():
             raise ValueError(f"--scheduler must be one of {', '.join(list_schedulers())}, got {self.scheduler!r}")
-        if self.node_timeout < 0:
-            raise ValueError(f"--node-timeout must be >= 0, got {self.node_timeout}")
-        if self.retries < 0:
-            raise ValueError("--retries must be >= 0")
 
     @property
     def workers(self) -> int:

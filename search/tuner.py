@@ -27,11 +27,13 @@ from typing import Any
 from search.checks import BadInput, check_fits, check_resumable
 from search.collect import collect, settle_unfinished, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
+from search.resume import changes, history
 from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
-from trainables.storage import is_uri, run_mirror, trial_sync
+from trainables.storage import checkpoint_directory, is_uri, run_mirror, trial_sync
 from search.study import trial_numbers
+from search.trial_count import request as request_trials, search_algorithm
 from search.tune_events import RunEvents
 from spaces import Space, get_space
 from trainables.atomic import write_json
@@ -57,8 +59,8 @@ class _TuneReporter:
         ckpt = tune.get_checkpoint()
         if ckpt is None:
             return None
-        # the checkpoint may sit on remote storage: bring it to a local directory
-        return ckpt.to_directory()
+        # the checkpoint may sit on remote storage: bring it to a local directory, its keys checked first
+        return checkpoint_directory(ckpt)
 
 
 def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str, float]) -> None:
@@ -231,9 +233,11 @@ def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = Non
                 told = True
                 _request_node(spec)
                 if console is not None:
-                    console.print(f"waiting up to {left:.0f} s for a node with {spec.cpus_per_trial:g} CPU"
-                                  f"{f' and {spec.gpus_per_trial:g} GPU' if spec.gpus_per_trial else ''} to join {where} "
-                                  "(an autoscaling cluster adds one on demand); Ctrl-C to stop", soft_wrap=True)
+                    from search.say import say
+
+                    say(console, f"waiting up to {left:.0f} s for a node with {spec.cpus_per_trial:g} CPU"
+                        f"{f' and {spec.gpus_per_trial:g} GPU' if spec.gpus_per_trial else ''} to join {where} "
+                        "(an autoscaling cluster adds one on demand); Ctrl-C to stop")
             if stop is not None:
                 stop.check()
             time.sleep(min(2.0, max(left, 0.0)))
@@ -298,9 +302,11 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])
     spec_path = run_dir / "spec.json"
-    if spec.resume and spec_path.exists():
+    if spec.resume and spec_path.exists():  # the resume was accepted (search/resume.py): what it changed is recorded
         old = json.loads(spec_path.read_text())
-        doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
+        doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("first_started_at") \
+            or old.get("provenance", {}).get("started_at")
+        doc["history"] = history(old, changes(old, doc))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, doc)
     mirror = run_mirror(spec)  # a bucket run: the driver's files go up, the trials' come down
@@ -342,11 +348,10 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=searcher,
+                search_alg=search_algorithm(searcher, concurrency),  # its total follows --trials on resume too
                 scheduler=scheduler,
                 num_samples=spec.trials,
                 reuse_actors=spec.reuse_actors,
-                max_concurrent_trials=concurrency,
                 trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
@@ -363,6 +368,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _TrialFailureOneLine) for f in controller_log.filters):
         controller_log.addFilter(_TrialFailureOneLine())
+    request_trials(spec.trials)
     stop.check()
     stop.phase = "tune"
     try:

@@ -113,8 +113,8 @@ CASES: dict[str, Case] = {
     "unknown budget": Case(["--space", "gran_hbn", *SYN, "--budget", "huge"], "its budgets: smoke, full"),
     "option of another space": Case(["--space", "gran_hbn", *SYN, "--objective", "latency"], "has no option --objective"),
     "bad option value": Case(["--space", "branchynet", *SYN, "--objective", "speed"], "not one of latency, flops, both"),
-    "zero trials": Case(["--space", "gran_hbn", *SYN, "--trials", "0"], "--trials must be >= 1"),
-    "negative cpus": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", "-1"], "--cpus-per-trial must be > 0"),
+    "zero trials": Case(["--space", "gran_hbn", *SYN, "--trials", "0"], "--trials must be at least 1"),
+    "negative cpus": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", "-1"], "--cpus-per-trial must be at least 0.01"),
     "bad run name": Case(["--space", "gran_hbn", *SYN, "--name", "a/b"], "run name"),
     "unknown scheduler (argparse)": Case(["--space", "gran_hbn", *SYN, "--scheduler", "pbt"], "invalid choice"),
     "resume without name": Case(["--space", "gran_hbn", *SYN, "--resume"], "--resume needs --name"),
@@ -122,7 +122,7 @@ CASES: dict[str, Case] = {
                                                 "no run 'ghost' to resume"),
     "new run with a taken name": Case(["--space", "gran_hbn", *SYN, "--name", "kept"], "exists: pick another --name"),
     "multi-GPU trial without GPUs": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "2"], "has no GPU; use --gpus-per-trial 0"),
-    "zero workers": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "0"], "--workers-per-trial must be >= 1"),
+    "zero workers": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "0"], "--workers-per-trial must be at least 1"),
     "workers sharing a GPU": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
                                   "each worker of a multi-worker trial takes one whole GPU"),
     "storage is a file": Case(["--space", "gran_hbn", *SYN], "is a file, not a directory", setup=_file_storage),
@@ -195,7 +195,7 @@ def _run_case(name: str, tmp: Path) -> Outcome:
         args += ["--storage", str(storage)]
     before = _snapshot(tmp)
     p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, env={**os.environ, **case.env})
+                       timeout=300, env={**os.environ, **case.env})
     return Outcome(p.returncode, p.stdout + p.stderr, p.stderr, _snapshot(tmp) != before,
                    sorted(q.name for q in storage.iterdir()))
 
