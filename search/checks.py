@@ -169,6 +169,14 @@ def check_continuable(spec: Any) -> None:
     except OSError as exc:
         raise BadInput(f"--storage {spec.storage} cannot be read ({exc})") from exc
     if "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names):
+        from search.tune_state import cut_off
+
+        bad = cut_off(run_dir)
+        if bad:
+            raise BadInput(f"run {spec.name!r}: Tune's state in {run_dir} is cut off ({', '.join(bad)} do not read "
+                           "whole: a crash while Tune wrote it), so Tune cannot restore the run. Its finished trials stay "
+                           "in results.parquet and trials/: restore those files from a copy, or start a new run with "
+                           "another --name")
         return
     where = run_dir if remote is None else remote.uri
     raise BadInput(f"run {spec.name!r} has {started} trials but Tune's state is missing from {where} (tuner.pkl, "

@@ -156,6 +156,11 @@ class ResultsWriter(Callback):
         try:
             n = self.write()
         except Exception as exc:  # a table error must not stop the search; the final write reports it
+            from search.disk import current, is_disk_full
+
+            guard = current()
+            if guard is not None and is_disk_full(exc):
+                guard.full(f"writing results.parquet: {exc}")  # stops the run; the final write gets the reserve
             if self.display is not None:
                 self.display.state.last_event = f"results not written: {exc}"
             return

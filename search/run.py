@@ -121,6 +121,7 @@ def _plugin_problem() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     stop = _STOP or StopRequest().install()  # Ctrl-C / SIGTERM from here on end the run cleanly
     console = Console(stderr=True)
+    _reap(console)
     try:
         return _main(argv, console, stop)
     except Interrupted as exc:
@@ -128,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
             "nothing was written")
         _leave_ray(exit_code(exc.signum))
         return exit_code(exc.signum)
+
+
+def _reap(console: Console) -> None:
+    """End the Ray processes a killed driver left on this machine (search/ray_session.py)."""
+    from search.ray_session import reap_orphans
+
+    for mark, pids in reap_orphans().items():
+        say(console, ("cleaned up", "yellow"), f" {len(pids)} Ray process(es) left by a search driver that was killed "
+            f"(pid {mark.partition('-')[0]}): {', '.join(map(str, sorted(pids)))}")
 
 
 def _leave_ray(code: int) -> None:
@@ -303,6 +313,8 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
     from search.tuner import run_search
     from trainables.engine.family import UnsuitableData
 
+    from search.disk import current as disk_guard, is_disk_full
+
     code = 0
     try:
         run_search(spec, console, stop)
@@ -313,10 +325,20 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
             raise
         stop.signum = stop.signum or exc.signum
     except Exception as exc:  # the search itself broke (not a trial: those are recorded)
-        console.print_exception(max_frames=5)
-        code = _fail(console, f"search failed: {type(exc).__name__}: {exc}", 1)
+        guard = disk_guard()
+        if guard is not None and is_disk_full(exc):  # a full disk after Tune stopped: what could be written is
+            guard.full(f"{type(exc).__name__}: {exc}")
+        else:
+            console.print_exception(max_frames=5)
+            code = _fail(console, f"search failed: {type(exc).__name__}: {exc}", 1)
+    finally:
+        guard = disk_guard()
+        if guard is not None:
+            guard.done()  # the reserve goes (released already when the disk filled)
     stop.phase = "finish"
-    if stop.requested:
+    if guard is not None and guard.cause is not None:  # search/disk.py: the run stopped on a full disk
+        return _fail(console, guard.message(spec.storage, _finished(spec.run_dir), _resume_command(spec)), 1)
+    if stop.signum is not None:
         code = exit_code(stop.signum)
     if spec.report and (spec.run_dir / "results.parquet").exists():
         from reports.build import build_report
@@ -330,10 +352,23 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
         except Exception as exc:
             console.print_exception(max_frames=5)
             code = code or _fail(console, f"report failed: {type(exc).__name__}: {exc}", 1)
-    if stop.requested:
+    if stop.signum is not None:
         say(console, ("interrupted", "yellow"), f" ({signal.Signals(stop.signum).name}): finished trials and results are "
             f"kept, interrupted trials restart from their last checkpoint; resume with\n  {_resume_command(spec)}")
     return code
+
+
+def _finished(run_dir: Path) -> int:
+    """Trials of the run that ended (complete, partial or failed), from their statuses."""
+    import json
+
+    done = 0
+    for path in run_dir.glob("trials/*/status.json"):
+        try:
+            done += json.loads(path.read_text()).get("status") not in ("running", "interrupted", None)
+        except (OSError, ValueError):
+            pass
+    return done
 
 
 def _pull_run(spec: RunSpec) -> None:

@@ -51,10 +51,17 @@ class StopRequest:
         self.forwarded = False  # passed on to Tune
         self.ended: set[str] = set()  # trials Tune ended normally in this session
         self.installed = False
+        self.reason: str | None = None  # a stop the run asked for itself (e.g. "disk full"): see `request`
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.reason is not None
+
+    def request(self, reason: str) -> None:
+        """Stop the run from within (a full disk: search/disk.py), by the same graceful path as a
+        signal while Tune runs: RunEvents passes it on to Tune."""
+        if self.reason is None:
+            self.reason = reason
 
     def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

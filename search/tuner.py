@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from search.checks import BadInput, check_fits, check_resumable
-from search.collect import collect, settle_unfinished, write_tables
+from search.disk import DiskEvents, DiskGuard, is_disk_full
+from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
 from search.resume import changes, history
 from search.schedulers import make_scheduler
@@ -34,6 +35,7 @@ from search.spec import RunSpec
 from trainables.storage import checkpoint_directory, is_uri, run_mirror, trial_sync
 from search.study import trial_numbers
 from search.trial_count import request as request_trials, search_algorithm
+from search.tune_state import resync as resync_tune_state
 from search.tune_events import RunEvents
 from spaces import Space, get_space
 from trainables.atomic import write_json
@@ -186,8 +188,12 @@ def _concurrency(spec: RunSpec) -> int:
     return max(1, by_cpu)
 
 
-def _init_ray(spec: RunSpec) -> None:
+def _init_ray(spec: RunSpec, console=None) -> None:
+    """Start this driver's own Ray (marked as its own: search/ray_session.py), or join the cluster
+    at `spec.address` and say which one it is (BadInput for another process's in-process Ray)."""
     import ray
+
+    from search.ray_session import ForeignRay, describe_cluster, in_process_init_options
 
     if ray.is_initialized():
         return
@@ -197,11 +203,23 @@ def _init_ray(spec: RunSpec) -> None:
         root = Path(__file__).resolve().parents[1]
         init_kw["address"] = spec.address
         init_kw["runtime_env"] = {"py_modules": [str(root / p) for p in _PACKAGES]}
+    else:
+        init_kw.update(in_process_init_options())
     try:
         ray.init(**init_kw)
     except ConnectionError as exc:
         raise BadInput(f"cannot join the Ray cluster at --address {spec.address}: {exc}; start one "
                        "(`ray start --head`), check the address, or drop --address to run on this machine") from exc
+    if spec.address:
+        try:
+            joined = describe_cluster(spec.address)
+        except ForeignRay as exc:
+            ray.shutdown()  # only disconnects: the Ray is the other process's
+            raise BadInput(str(exc)) from None
+        if console is not None:
+            from search.say import say
+
+            say(console, ("cluster", "bold"), f" {joined}")
 
 
 def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = None) -> None:
@@ -293,7 +311,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     stop.check()
     if spec.resume:
         check_resumable(run_dir)
-    _init_ray(spec)
+    _init_ray(spec, console)
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place
     stop.check()
@@ -307,8 +325,11 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("first_started_at") \
             or old.get("provenance", {}).get("started_at")
         doc["history"] = history(old, changes(old, doc))
+    guard = DiskGuard(run_dir, stop, spec.trials)  # a full disk ends the run cleanly (search/disk.py)
+    guard.check_room(spec.storage)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, doc)
+    guard.keep_reserve()
     mirror = run_mirror(spec)  # a bucket run: the driver's files go up, the trials' come down
     mirror.push("spec.json")
 
@@ -324,7 +345,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     if spec.resume:
         # trials that ran when the driver last stopped (however it stopped) are interrupted, and
         # whatever finished on disk is in the tables before anything else happens
-        mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted"))
+        mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted") | settle_with_journal(run_dir, True))
         write_results()
 
     concurrency = _concurrency(spec)
@@ -342,8 +363,9 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):
         # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
-        # hold no state that matters (trial numbers come from the study journal)
-        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=True)
+        # hold no state that matters (trial numbers come from the study journal). A trial that failed stays
+        # failed (the journal has told Optuna so): only unfinished trials continue
+        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -359,7 +381,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
                 storage_path=tune_storage,
                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[display, writer, RunEvents()],
+                callbacks=[display, writer, RunEvents(), DiskEvents()],
                 verbose=0,
             ),
         )
@@ -373,8 +395,16 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     stop.phase = "tune"
     try:
         grid = tuner.fit()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        guard.full(f"Tune: {str(exc).strip().splitlines()[-1]}")  # Tune ended on a full disk: settled as a stop
+        grid = []
     finally:
         stop.phase = "finish"
+    guard.release()  # Tune stopped the trials: the reserve is the driver's last writes' room
+    if guard.cause is not None and not is_uri(spec.storage):
+        resync_tune_state(guard.staging, run_dir)  # its copy into the run may have been cut off by the full disk
 
     # Tune's view of each trial: errors the trial could not write down itself (killed worker)
     info: dict[str, dict[str, Any]] = {tid: {"number": n} for tid, n in trial_numbers(run_dir).items()}
@@ -386,7 +416,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     # a trial still marked running was stopped by a scheduler (Tune ended it) or cut short by the stop
     mirror.pull_trials()
     settled = settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
-    mirror.push_trial_status(settled)
+    mirror.push_trial_status(settled | settle_with_journal(run_dir, stopped=stop.requested))
     results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
     mirror.push_tables()
