@@ -169,8 +169,15 @@ def check_continuable(spec: Any) -> None:
     except OSError as exc:
         raise BadInput(f"--storage {spec.storage} cannot be read ({exc})") from exc
     if "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names):
-        from search.tune_state import cut_off
+        from search.tune_state import cut_off, writable_by_others
 
+        others = writable_by_others(run_dir) if remote is None else []
+        if others:
+            raise BadInput(f"run {spec.name!r} is not resumed: Tune restores a run by unpickling its state, which can run "
+                           f"code, so its files must be writable by you alone (Ray's rule: never restore from a path others "
+                           f"can write to), and {'; '.join(others)}. If you trust whoever can write there, make the files "
+                           "yours alone (chown, chmod go-w) and resume again; the finished trials can be read without "
+                           "resuming (python -m reports.build, python -m search.load)")
         bad = cut_off(run_dir)
         if bad:
             raise BadInput(f"run {spec.name!r}: Tune's state in {run_dir} is cut off ({', '.join(bad)} do not read "

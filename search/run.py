@@ -32,7 +32,7 @@ from search.checks import (  # noqa: E402
     check_storage,
     read_stored_spec,
 )
-from search.run_lock import RunLock  # noqa: E402
+from search.run_lock import RunLock, release_all  # noqa: E402
 from search.say import error, say  # noqa: E402
 from search.signals import Interrupted, exit_code  # noqa: E402
 from search.spec import NUMBERS, RunSpec, check_numbers, default_run_name  # noqa: E402
@@ -143,8 +143,7 @@ def _reap(console: Console) -> None:
 def _leave_ray(code: int) -> None:
     """After an interrupt that may have hit `ray.init` halfway, Ray's threads can crash the
     interpreter's teardown: shut Ray down, and leave at once with the intended code."""
-    for lock in list(_HELD):  # os._exit skips every finally: the run's lock goes first
-        lock.release()
+    release_all()  # os._exit skips every finally: the run's lock goes first
     if "ray" not in sys.modules:
         return
     import ray
@@ -233,17 +232,12 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         taken_over = lock.acquire()
     except BadInput as exc:
         return _fail(console, str(exc))
-    _HELD.append(lock)
     try:
         if taken_over:
             say(console, ("lock", "yellow"), f" {taken_over}")
         return _run(args, given, space, storage, name, console, stop)
     finally:
         lock.release()
-        _HELD.remove(lock)
-
-
-_HELD: list[RunLock] = []  # the run lock this driver holds (released before an abrupt exit too)
 
 
 def _spec_fields(args: argparse.Namespace, given: set[str], space, storage: str, name: str, console: Console) -> dict:
@@ -379,14 +373,7 @@ def _pull_run(spec: RunSpec) -> None:
 
 
 def _resume_command(spec: RunSpec) -> str:
-    """The command that continues this run: its space, storage (as resolved from what the user
-    gave, so that it works from any directory) and name; a resume takes every other value from
-    the run's spec.json."""
-    import shlex
-
-    return "python -m search.run " + shlex.join(["--space", spec.space, "--storage", spec.storage, "--name", spec.name,
-                                                 "--resume"])
-
+    return spec.resume_command()
 
 if __name__ == "__main__":
     sys.exit(main())

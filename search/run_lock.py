@@ -35,7 +35,7 @@ from typing import Any
 
 from search.checks import BadInput
 
-__all__ = ["HEARTBEAT_S", "RunBusy", "RunLock", "stale_after"]
+__all__ = ["HEARTBEAT_S", "RunBusy", "RunLock", "release_all", "stale_after"]
 
 HEARTBEAT_S = 10.0
 _SETTLE_S = 1.0  # a bucket lock: how long to wait before reading a written record back
@@ -45,6 +45,15 @@ def stale_after() -> float:
     """Seconds without a heartbeat after which a lock held from another node is abandoned
     (EXITSEARCH_LOCK_STALE_S; default 60, six missed heartbeats)."""
     return float(os.environ.get("EXITSEARCH_LOCK_STALE_S", "60"))
+
+
+_HELD: list[RunLock] = []  # the locks this process holds
+
+
+def release_all() -> None:
+    """Release every lock this process holds (before an exit that skips `finally` blocks)."""
+    for lock in list(_HELD):
+        lock.release()
 
 
 class RunBusy(BadInput):
@@ -229,6 +238,7 @@ class RunLock:
         except OSError as exc:
             raise BadInput(f"run {self.name!r}: its lock {self.backend.where()} cannot be taken ({exc})") from exc
         self.held = True
+        _HELD.append(self)
         self._beat = threading.Thread(target=self._heartbeat, name="run-lock-heartbeat", daemon=True)
         self._beat.start()
         return note
@@ -292,6 +302,8 @@ class RunLock:
         if not self.held:
             return
         self._stop.set()
+        if self in _HELD:
+            _HELD.remove(self)
         if self._beat is not None:
             self._beat.join(timeout=5)
         self.held = False

@@ -9,7 +9,11 @@ leaves a file of the run cut off, and the run could not be resumed. So:
   saved state from the staging folder into the run directory again, each file written whole
   (temporary file, then renamed over the old one), and only files that read whole;
 * a resume whose Tune state does not read whole is refused (`cut_off`), naming the files,
-  instead of failing inside Tune.
+  instead of failing inside Tune;
+* Tune restores a run by unpickling its state, which can run code: a resume whose Tune state
+  someone else could have written is refused (`writable_by_others`). Nothing else of a run is
+  unpickled (trainables/safe_load.py); reading a run (reports, recalibration, search.load)
+  never touches Tune's state.
 
 "Reads whole" is checked without running anything: JSON files parse (`json.loads` builds only
 plain values), pickles are scanned opcode by opcode to their STOP (`pickletools.genops`
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from trainables.atomic import atomic_write
 
-__all__ = ["cut_off", "resync", "state_files"]
+__all__ = ["cut_off", "resync", "state_files", "writable_by_others"]
 
 _PREFIXES = ("experiment_state-", "searcher-state-", "search_gen_state-", "basic-variant-state-", "callback-states-")
 
@@ -63,6 +67,30 @@ def cut_off(folder: str | Path) -> list[str]:
                 out.append(path.name)
         except OSError:
             out.append(path.name)
+    return out
+
+
+def writable_by_others(run_dir: str | Path) -> list[str]:
+    """Tune's state files (and the folders holding them) that someone other than this user could
+    have written: owned by another user, or writable by the group or by all. Tune restores a run by
+    unpickling them, which can run code, so Ray's rule holds: never restore from a path that other
+    parties can write to."""
+    import os
+    import stat
+
+    run_dir = Path(run_dir)
+    me = os.getuid()
+    out = []
+    for path in [run_dir.parent, run_dir, *state_files(run_dir)]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        sticky = path.is_dir() and st.st_mode & stat.S_ISVTX  # /tmp-like: others cannot replace our files
+        if st.st_uid not in (me, 0):
+            out.append(f"{path} (owned by uid {st.st_uid})")
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
+            out.append(f"{path} (writable by {'all' if st.st_mode & stat.S_IWOTH else 'its group'})")
     return out
 
 
