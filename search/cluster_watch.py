@@ -16,8 +16,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["ClusterWatch", "gone_after"]
+__all__ = ["ClusterWatch", "gone_after", "watch_cluster"]
 
 _PROBE_S = 2.0
 
@@ -59,3 +61,44 @@ class ClusterWatch(threading.Thread):
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def watch_cluster(spec: Any, console: Any, run_dir: Path, mirror: Any, write_results: Callable[[], Any]) -> ClusterWatch:
+    """Watch the cluster of the run `spec` describes (its driver is connected to it); when it goes,
+    settle the run's trials, write its tables (`write_results`), release its lock and say how to
+    resume, then leave with exit 1."""
+    import ray
+
+    from search.collect import settle_unfinished, settle_with_journal
+
+    address = ray.get_runtime_context().gcs_address
+
+    def gone(silent: float) -> None:
+        from search.disk import current as disk_guard
+        from search.run_lock import release_all
+        from search.say import error
+
+        try:  # what the run has, written down: the trials it was running restart on --resume
+            mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted")
+                                     | settle_with_journal(run_dir, True))
+            write_results()
+            kept = "finished trials and results are kept, the trials it was running are interrupted and restart from "
+            kept += "their checkpoints"
+        except Exception as exc:  # noqa: BLE001 - the message must still come out
+            kept = f"the results tables could not be written ({type(exc).__name__}: {exc}); the trials' files are kept"
+        guard = disk_guard()
+        if guard is not None:
+            guard.done()
+        release_all()
+        where = f"--address {spec.address}" if spec.address else "this search's own Ray"
+        from rich.console import Console
+
+        error(console or Console(stderr=True),
+              f"the Ray cluster at {address} ({where}) went away: its GCS has not answered for {silent:.0f} s (stopped "
+              f"with `ray stop`, its head node lost, or the network cut). The run stopped: {kept}. Once the cluster is "
+              f"back, resume with\n  {spec.resume_command()}")
+        os._exit(1)
+
+    watch = ClusterWatch(address, gone)
+    watch.start()
+    return watch

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from search.checks import BadInput, check_fits, check_resumable
+from search.cluster_watch import watch_cluster
 from search.disk import DiskEvents, DiskGuard, is_disk_full
 from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import record_failure, reference_costs, run_document, trial_context
@@ -292,45 +293,6 @@ def _request_node(spec: RunSpec | None) -> None:
         pass
 
 
-def _watch_cluster(spec: RunSpec, console, run_dir: Path, mirror, write_results):
-    """A cluster that vanishes ends the run with a message (search/cluster_watch.py)."""
-    import ray
-
-    from search.cluster_watch import ClusterWatch
-
-    address = ray.get_runtime_context().gcs_address
-
-    def gone(silent: float) -> None:
-        from search.disk import current as disk_guard
-        from search.run_lock import release_all
-        from search.say import error
-
-        try:  # what the run has, written down: the trials it was running restart on --resume
-            mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted")
-                                     | settle_with_journal(run_dir, True))
-            write_results()
-            kept = "finished trials and results are kept, the trials it was running are interrupted and restart from "
-            kept += "their checkpoints"
-        except Exception as exc:  # noqa: BLE001 - the message must still come out
-            kept = f"the results tables could not be written ({type(exc).__name__}: {exc}); the trials' files are kept"
-        guard = disk_guard()
-        if guard is not None:
-            guard.done()
-        release_all()
-        where = f"--address {spec.address}" if spec.address else "this search's own Ray"
-        from rich.console import Console
-
-        error(console or Console(stderr=True),
-              f"the Ray cluster at {address} ({where}) went away: its GCS has not answered for {silent:.0f} s (stopped "
-              f"with `ray stop`, its head node lost, or the network cut). The run stopped: {kept}. Once the cluster is "
-              f"back, resume with\n  {spec.resume_command()}")
-        os._exit(1)
-
-    watch = ClusterWatch(address, gone)
-    watch.start()
-    return watch
-
-
 def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> Path:
     """Run (or resume) the search a spec describes; returns the run directory.
 
@@ -381,7 +343,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
                        if on and split == "test"))
 
-    watch = _watch_cluster(spec, console, run_dir, mirror, write_results)
+    watch = watch_cluster(spec, console, run_dir, mirror, write_results)  # a vanished cluster ends the run
 
     if spec.resume:
         # trials that ran when the driver last stopped (however it stopped) are interrupted, and

@@ -138,6 +138,22 @@ def test_cli_refuses_a_held_run_and_takes_over_the_lock_of_a_killed_driver(tmp_p
     assert not (storage / ".kept.lock").exists()
 
 
+def test_recalibrate_refuses_a_run_a_search_holds(tmp_path):
+    storage = tmp_path / "runs"
+    _kept(storage)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(storage), "kept"], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = subprocess.run([sys.executable, "-m", "search.recalibrate", str(storage / "kept"), "--no-report"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and f"is in use: held by another driver: host {socket.gethostname()}, pid {holder.pid}" \
+            in " ".join(p.stderr.split()), p.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # -- what a resume may change --------------------------------------------------------------------
 STORED = {"space": "gran_hbn", "data": "synthetic", "budget": "smoke", "data_size": None, "seed": 7, "trials": 4,
           "scheduler": "fifo", "options": {"tree": "given"}, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
