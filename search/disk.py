@@ -88,6 +88,17 @@ class DiskGuard:
         self.staging: str | None = None  # Tune's staging folder of its state (set by DiskEvents)
         self.final_room = False
         _CURRENT[:] = [self]
+        from search.study import ON_FAILED_APPEND
+
+        ON_FAILED_APPEND[:] = [self.journal_full]
+
+    def journal_full(self, path: str, exc: OSError) -> bool:
+        """A journal append failed (search/study.py): on a full disk, stop the run and give room."""
+        if not is_disk_full(exc):
+            return False
+        self.full(f"{path}: {exc}")
+        self.release_some()
+        return True
 
     @property
     def reserve(self) -> Path:
@@ -170,6 +181,10 @@ class DiskGuard:
         self.release()
         if _CURRENT and _CURRENT[0] is self:
             _CURRENT.clear()
+        from search.study import ON_FAILED_APPEND
+
+        if self.journal_full in ON_FAILED_APPEND:
+            ON_FAILED_APPEND.remove(self.journal_full)
 
     def needed(self, finished: int) -> tuple[float, float, int]:
         """(MB a trial takes, MB of tables and Tune state, trials left): measured on the run so far."""

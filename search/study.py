@@ -9,6 +9,7 @@ the searcher object in memory knows (after `Tuner.restore` it is Tune's unpickle
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,15 @@ def journal_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "study.journal"
 
 
+#: who gives room when an append fails: (journal path, error) -> True when it did (search/disk.py's
+#: guard of the run, on a full disk: part of its reserve)
+ON_FAILED_APPEND: list[Callable[[str, OSError], bool]] = []
+
+
 class WholeLinesBackend(JournalFileBackend):
     """Optuna's journal file, whose append never leaves a cut-off line: a failed append (a full
-    disk) is truncated back to the last whole line; on a full disk part of the run's reserve is
-    released (search/disk.py) and the append tried once more. Module-level: Tune pickles the searcher."""
+    disk) is truncated back to the last whole line, and tried once more when room was given
+    (`ON_FAILED_APPEND`). Module-level: Tune pickles the searcher."""
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         for attempt in (1, 2):
@@ -39,13 +45,8 @@ class WholeLinesBackend(JournalFileBackend):
             except OSError as exc:
                 if os.stat(self._file_path).st_size > size:
                     os.truncate(self._file_path, size)
-                from search.disk import current, is_disk_full
-
-                guard = current()
-                if attempt == 2 or guard is None or not is_disk_full(exc):
+                if attempt == 2 or not any([give(self._file_path, exc) for give in list(ON_FAILED_APPEND)]):
                     raise
-                guard.full(f"{self._file_path}: {exc}")
-                guard.release_some()
 
 
 def open_storage(run_dir: str | Path):
