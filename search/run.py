@@ -2,9 +2,15 @@
 
 Exit codes: 0 done (even when some trials failed: they are in the results with their reasons);
 2 bad input (unknown space or dataset, bad value, missing or corrupt data, resources no node
-has, a cluster that does not answer; nothing is written); 1 the search itself broke;
-130 / 143 interrupted by SIGINT (Ctrl-C) / SIGTERM (finished trials, results and report are
-kept; interrupted trials restart from their checkpoints with --resume).
+has, a cluster that does not answer, a run another driver holds, a resume that would change
+what fixes the run; nothing is written); 1 the search could not go on (it broke, its disk filled
+up, or its cluster went away: what was written is kept); 130 / 143 interrupted by SIGINT
+(Ctrl-C) / SIGTERM (finished trials, results and report are kept; interrupted trials restart
+from their checkpoints with --resume).
+
+Every message prints what the user typed verbatim (search/say.py). A run is locked before it is
+read or written (search/run_lock.py); a resume takes the run's own values for the flags left out
+(search/resume.py).
 """
 
 from __future__ import annotations
