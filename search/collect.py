@@ -80,8 +80,10 @@ def settle_with_journal(run_dir: str | Path, stopped: bool) -> dict[str, str]:
     """Statuses made to agree with the study journal once the driver stops: a trial the journal
     holds unfinished (RUNNING) restarts on --resume, so it is `interrupted` in the results too when
     its status says it failed on a full disk (Tune was to retry it), or, after a stop (`stopped`),
-    that it completed (its outcome is on disk, but the search had not heard of it; the resumed
-    trial finds its outcome and completes at once). Returns {trial id: new state}."""
+    that it failed (Tune was to retry it, or the stop itself broke it: its Ray Train workers'
+    placement group removed under it) or completed (its outcome is on disk, but the search had not
+    heard of it; the resumed trial finds its outcome and completes at once). The error it had is
+    kept as `last_error`. Returns {trial id: new state}."""
     from search.disk import is_disk_full
     from search.study import trial_states
 
@@ -95,12 +97,15 @@ def settle_with_journal(run_dir: str | Path, stopped: bool) -> dict[str, str]:
         state = status.get("status")
         if state == "failed" and is_disk_full(str(status.get("error"))):
             why = "a full disk"
+        elif state == "failed" and stopped:
+            why = "the run's stop, before the search recorded a failure"
         elif state == "complete" and stopped:
             why = "the run's stop, before the search recorded it"
         else:
             continue
         kept = {k: v for k, v in status.items() if k not in ("error", "traceback")}
-        write_json(path, {**kept, "status": "interrupted", "cut_short_by": why})
+        last = {"last_error": status["error"]} if status.get("error") else {}
+        write_json(path, {**kept, **last, "status": "interrupted", "cut_short_by": why})
         changed[tid] = "interrupted"
     return changed
 

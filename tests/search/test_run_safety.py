@@ -322,11 +322,14 @@ def test_statuses_agree_with_the_journal_when_the_run_stops(tmp_path):
     for tid, state in states.items():
         error = "OSError: [Errno 28] No space left on device" if tid == "disk" else ("ValueError" if tid == "bug" else None)
         write_json(tmp_path / "trials" / tid / "status.json", {"status": state, **({"error": error} if error else {})})
+    assert settle_with_journal(tmp_path, stopped=False) == {"disk": "interrupted"}  # a full disk: always
+    write_json(tmp_path / "trials" / "disk" / "status.json", {"status": "failed", "error": "OSError: [Errno 28] No space"})
     assert settle_with_journal(tmp_path, stopped=True) == {"cut": "interrupted", "disk": "interrupted"}
     status = {tid: json.loads((tmp_path / "trials" / tid / "status.json").read_text()) for tid in states}
     assert {tid: s["status"] for tid, s in status.items()} == {"done": "complete", "cut": "interrupted",
                                                                "disk": "interrupted", "bug": "failed"}
     assert "error" not in status["disk"] and status["disk"]["cut_short_by"] == "a full disk"
+    assert status["disk"]["last_error"].startswith("OSError: [Errno 28]")
 
 
 def test_disk_full_is_recognised_through_ray_and_tune_wrappers(tmp_path, monkeypatch):
