@@ -143,6 +143,8 @@ class LiveDisplay(Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
+            if getattr(self, "_plain", False):
+                self._console.line()  # a log file: the next message starts on a line of its own, not after the box
 
 
 class ResultsWriter(Callback):
