@@ -34,7 +34,7 @@ from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
 from trainables.storage import checkpoint_directory, is_uri, run_mirror, trial_sync
-from search.study import trial_numbers
+from search.study import trial_numbers, trial_states
 from search.trial_count import request as request_trials, search_algorithm
 from search.tune_state import resync as resync_tune_state
 from search.tune_events import RunEvents
@@ -420,7 +420,11 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     # a trial still marked running was stopped by a scheduler (Tune ended it) or cut short by the stop
     mirror.pull_trials()
     settled = settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
-    mirror.push_trial_status(settled | settle_with_journal(run_dir, stopped=stop.requested))
+    cut_short = settle_with_journal(run_dir, stopped=stop.requested)  # unfinished in the journal: interrupted
+    for tid, state in trial_states(run_dir).items():
+        if state == "RUNNING" and tid in info:
+            info[tid].pop("error", None)  # Tune's error of an attempt it was to retry: not the trial's end
+    mirror.push_trial_status(settled | cut_short)
     results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
     mirror.push_tables()
