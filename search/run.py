@@ -32,6 +32,7 @@ from search.checks import (  # noqa: E402
     check_address,
     check_bucket_run,
     check_continuable,
+    check_conventions,
     check_device,
     check_resumable,
     check_resume,
@@ -303,6 +304,7 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
         if spec.resume:
             check_resumable(spec.run_dir)
             check_continuable(spec)
+            check_conventions(spec.run_dir, space.declaration(budget, space.resolve_options(spec.options)))
         check_address(spec.address)
     except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))
