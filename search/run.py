@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from search.signals import StopRequest  # first, and light: a Ctrl-C is ours from the first moment
 
-_STOP = StopRequest().install() if __name__ == "__main__" else None
+_STOP = StopRequest(phase="load").install() if __name__ == "__main__" else None  # recorded until `main` runs
 
 import argparse  # noqa: E402
 import os  # noqa: E402
@@ -128,8 +128,10 @@ def _plugin_problem() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     stop = _STOP or StopRequest().install()  # Ctrl-C / SIGTERM from here on end the run cleanly
     console = Console(stderr=True)
-    _reap(console)
     try:
+        stop.phase = "start"
+        stop.check()  # a signal that came while this module was imported
+        _reap(console)
         return _main(argv, console, stop)
     except Interrupted as exc:
         say(console, ("interrupted", "yellow"), f" ({signal.Signals(exc.signum).name}) before the search started; "
@@ -148,20 +150,27 @@ def _reap(console: Console) -> None:
 
 
 def _leave_ray(code: int) -> None:
-    """After an interrupt that may have hit `ray.init` halfway, Ray's threads can crash the
-    interpreter's teardown: shut Ray down, and leave at once with the intended code."""
+    """After an interrupt that may have hit `import ray` or `ray.init` halfway, Ray can crash the
+    interpreter's teardown: its threads, or the `shutdown` that `ray._private.worker` registers
+    with atexit as soon as it is imported, which on a half-imported `ray` package fails with a
+    traceback ("module 'ray' has no attribute 'actor'"). So once any of Ray is loaded: shut Ray
+    down if its package is whole, and leave at once with the intended code (no atexit, no teardown)."""
     release_all()  # os._exit skips every finally: the run's lock goes first
-    if "ray" not in sys.modules:
+    if not any(m == "ray" or m.startswith("ray.") for m in list(sys.modules)):
         return
-    import ray
-
-    try:  # is_initialized() is False while ray.init is halfway: its threads may still run
-        ray.shutdown()
-    except BaseException:
-        pass
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    ray = sys.modules.get("ray")
+    whole = ray is not None and not getattr(getattr(ray, "__spec__", None), "_initializing", False) \
+        and callable(getattr(ray, "shutdown", None))
+    if whole:  # a half-imported ray has started nothing to shut down (ray.init was never reached)
+        try:  # is_initialized() is False while ray.init is halfway: its threads may still run
+            ray.shutdown()
+        except BaseException:
+            pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 #: the value of every flag left out of a new run (parsed as None, so that a resume can tell a flag

@@ -3,6 +3,9 @@
 `StopRequest.install()` puts one handler on both signals. The first signal is remembered
 (`signum`), then:
 
+* while the driver's module is still imported (`phase = "load"`, a fraction of a second) it is
+  only recorded: an exception there would escape every handler as a traceback; `main` sets the
+  phase to "start" and calls `check()` first thing, inside its handler;
 * during start-up (argument checks, data loading, `ray.init`) it raises `Interrupted` at once,
   and `check()` raises it again at the next step in case some library swallowed it;
 * while Ray Tune runs (`phase = "tune"`) it is only recorded: `search.tune_events.RunEvents`, a Tune callback,
@@ -44,10 +47,10 @@ def exit_code(signum: int) -> int:
 
 
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, phase: str = "start") -> None:
         self.signum: int | None = None
         self.count = 0
-        self.phase = "start"  # start | tune | finish
+        self.phase = phase  # load | start | tune | finish
         self.forwarded = False  # passed on to Tune
         self.ended: set[str] = set()  # trials Tune ended normally in this session
         self.installed = False
@@ -80,6 +83,8 @@ class StopRequest:
         self.count += 1
         if self.signum is None:
             self.signum = signum
+        if self.phase == "load":  # the driver's own module is still being imported: `main` raises it first thing
+            return
         if self.count > 1 or self.phase == "start":
             raise Interrupted(self.signum)
 

@@ -1,0 +1,57 @@
+"""A Ctrl-C at start-up ends `python -m search.run` with exit 130, the message "interrupted (SIGINT)
+before the search started", no traceback and nothing written, whatever was being imported.
+
+The signal is made to arrive at a chosen import, deterministically: a finder put first on
+`sys.meta_path` sends SIGINT to the driver itself when that module is looked for, and the driver is
+then run as `python -m search.run` runs it (runpy, `__main__`). The cases are the moments a real
+Ctrl-C can land in: halfway through `import ray` (`ray._private.worker` has registered Ray's
+`shutdown` with atexit, but the `ray` package is half made: that shutdown then crashed with
+"module 'ray' has no attribute 'actor'" and a traceback, CI of 2026-12-06), and while search.run's
+own module-level imports run (before `main` and its handler are reached). No Ray is started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_DRIVER = r"""
+import os, runpy, signal, sys
+
+class SignalAt:
+    def __init__(self, name):
+        self.name, self.sent = name, False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name and not self.sent:
+            self.sent = True
+            worker = "ray._private.worker" in sys.modules  # Ray's atexit shutdown is registered
+            print(f"[test] SIGINT while importing {fullname} (ray's worker loaded: {worker})", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None  # the real finders import it (unless the signal's handler raised first)
+
+sys.meta_path.insert(0, SignalAt(sys.argv[1]))
+sys.argv = ["search.run", *sys.argv[2:]]
+runpy.run_module("search.run", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("module", ["ray.client_builder", "search.checks"])
+def test_ctrl_c_during_an_import_exits_130_without_traceback(tmp_path, module):
+    runs = tmp_path / "runs"
+    p = subprocess.run([sys.executable, "-c", _DRIVER, module, "--space", "gran_hbn", "--data", "synthetic",
+                        "--budget", "smoke", "--storage", str(runs), "--name", "sig"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = p.stdout + p.stderr
+    worker = module.startswith("ray.")  # halfway through `import ray`, after its worker module registered atexit
+    assert f"[test] SIGINT while importing {module} (ray's worker loaded: {worker})" in out, out  # where it was meant to
+    assert p.returncode == 130, out
+    assert "interrupted (SIGINT) before the search started" in out, out
+    assert "Traceback" not in out and "Exception ignored" not in out, out
+    assert not runs.exists() or not any(runs.iterdir()), sorted(runs.rglob("*"))
