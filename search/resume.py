@@ -17,7 +17,8 @@ import socket
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["FIXED", "MAY_CHANGE", "changes", "differences", "effective_data_size", "history", "resumed_fields"]
+__all__ = ["CARRIED", "FIXED", "MAY_CHANGE", "changes", "differences", "effective_data_size", "history", "resumed_document",
+           "resumed_fields"]
 
 #: spec field -> (flag, why it cannot change on a resume)
 FIXED: dict[str, tuple[str, str]] = {
@@ -44,6 +45,9 @@ MAY_CHANGE: dict[str, str] = {
     "report": "--no-report",
     "storage": "--storage",
 }
+#: what a run's spec.json records about the run's past, which a resume's new document must keep:
+#: its resumes, and the conventions search.recalibrate moved it to (the report states them)
+CARRIED = ("history", "convention_changes")
 
 
 def effective_data_size(spec: dict[str, Any]) -> Any:
@@ -91,3 +95,16 @@ def history(stored: dict[str, Any], changed: dict[str, list[Any]]) -> list[dict[
     past = list(stored.get("history") or [])
     return past + [{"resumed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "host": socket.gethostname(), "pid": os.getpid(), "changed": changed}]
+
+
+def resumed_document(stored: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """The spec.json an accepted resume writes: this session's document (`doc`), with the run's
+    first start, its past (`CARRIED`) and this resume added to its history. Nothing the run
+    recorded about itself is lost by resuming it."""
+    out = {**doc, **{k: stored[k] for k in CARRIED if k in stored}}
+    provenance = dict(doc.get("provenance") or {})
+    past = stored.get("provenance") or {}
+    provenance["first_started_at"] = past.get("first_started_at") or past.get("started_at")
+    out["provenance"] = provenance
+    out["history"] = history(stored, changes(stored, doc))
+    return out

@@ -29,7 +29,7 @@ from search.cluster_watch import watch_cluster
 from search.disk import DiskEvents, DiskGuard, is_disk_full
 from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import numbered_trial_seed, record_failure, reference_costs, run_document, trial_context
-from search.resume import changes, history
+from search.resume import resumed_document
 from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
@@ -327,10 +327,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     decl = Declaration.from_dict(doc["declaration"])
     spec_path = run_dir / "spec.json"
     if spec.resume and spec_path.exists():  # the resume was accepted (search/resume.py): what it changed is recorded
-        old = json.loads(spec_path.read_text())
-        doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("first_started_at") \
-            or old.get("provenance", {}).get("started_at")
-        doc["history"] = history(old, changes(old, doc))
+        doc = resumed_document(json.loads(spec_path.read_text()), doc)
     guard = DiskGuard(run_dir, stop, spec.trials)  # a full disk ends the run cleanly (search/disk.py)
     guard.check_room(spec.storage)
     run_dir.mkdir(parents=True, exist_ok=True)

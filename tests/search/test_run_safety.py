@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from search.checks import BadInput
-from search.resume import changes, differences, history, resumed_fields
+from search.resume import changes, differences, history, resumed_document, resumed_fields
 from search.run_lock import RunBusy, RunLock
 from search.spec import NUMBERS, RunSpec, check_numbers
 
@@ -177,6 +177,22 @@ def test_what_a_resume_may_change_takes_effect_and_is_recorded():
     (first,) = history(STORED, {"trials": [4, 9]})
     assert first["changed"] == {"trials": [4, 9]} and first["pid"] == os.getpid()
     assert len(history({**STORED, "history": [first]}, {})) == 2
+
+
+def test_a_resume_keeps_what_the_run_recorded_about_itself():
+    """spec.json after a resume: this session's document, with the run's first start, its earlier
+    resumes and the conventions search.recalibrate moved it to (a resume once dropped those)."""
+    moved = [{"name": "class_distance", "from": None, "to": 2, "by": "search.recalibrate", "at": "2026-12-06T08:00:00+00:00"}]
+    earlier = {"resumed_at": "2026-12-05T10:00:00+00:00", "changed": {"trials": [2, 4]}}
+    stored = {**STORED, "history": [earlier], "convention_changes": moved,
+              "provenance": {"started_at": "2026-12-06T09:00:00+00:00", "first_started_at": "2026-12-05T09:00:00+00:00"}}
+    doc = {**STORED, "trials": 9, "provenance": {"started_at": "2026-12-06T10:00:00+00:00"}}
+    out = resumed_document(stored, doc)
+    assert out["convention_changes"] == moved and out["trials"] == 9
+    assert out["provenance"] == {"started_at": "2026-12-06T10:00:00+00:00", "first_started_at": "2026-12-05T09:00:00+00:00"}
+    assert out["history"][0] == earlier and out["history"][1]["changed"] == {"trials": [4, 9]}
+    assert "provenance" in doc and "first_started_at" not in doc["provenance"]  # the session's document is not changed
+    assert "convention_changes" not in resumed_document(STORED, doc)  # none recorded, none made up
 
 
 # -- numbers -------------------------------------------------------------------------------------
