@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import shlex
 import socket
 import subprocess
 import sys
@@ -288,6 +289,7 @@ class Outcome:
     changed: bool  # any file under the case's folder added, removed or changed
     dirs: list[str]  # what the storage holds afterwards
     dirs_before: list[str]  # what it held before (the kept run, and what the case's setup made)
+    command: list[str] = field(default_factory=list)  # as the user typed it
 
 
 def _run_case(name: str, tmp: Path) -> Outcome:
@@ -304,7 +306,7 @@ def _run_case(name: str, tmp: Path) -> Outcome:
     p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env={**os.environ, **case.env})
     return Outcome(p.returncode, p.stdout + p.stderr, p.stderr, _snapshot(tmp) != before,
-                   sorted(q.name for q in storage.iterdir()), dirs_before)
+                   sorted(q.name for q in storage.iterdir()), dirs_before, ["python3", "-m", "search.run", *args])
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +322,8 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
         with open(os.environ["BAD_INPUT_TABLE"], "w") as f:
             for name, o in results.items():
                 first = next((line for line in o.stderr.splitlines() if line.startswith("error")), o.stderr.strip()[:200])
-                f.write(json.dumps({"case": name, "exit": o.code, "message": first}) + "\n")
+                f.write(json.dumps({"case": name, "command": shlex.join(o.command), "env": CASES[name].env,
+                                    "exit": o.code, "message": first}) + "\n")
     return results
 
 
