@@ -43,7 +43,7 @@ def _sub_packages(root: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict:
+def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("install")
     src = _copy_sources(tmp / "src")
     dist, target = tmp / "dist", tmp / "target"
@@ -62,14 +62,19 @@ def installed(tmp_path_factory) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(target), *deps])
     outside = tmp / "elsewhere"
     outside.mkdir()
-    if os.environ.get("INSTALL_TRANSCRIPT"):  # the build and install log, for a release note
+    yield {"wheel": wheel, "target": target, "env": env, "cwd": outside, "tmp": tmp, "log": log}
+    if os.environ.get("INSTALL_TRANSCRIPT"):  # the build, the install and the installed copy's commands, for a release note
         Path(os.environ["INSTALL_TRANSCRIPT"]).write_text("\n".join(log))
-    return {"wheel": wheel, "target": target, "env": env, "cwd": outside, "tmp": tmp}
 
 
 def _python(installed: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-S", *args], cwd=installed["cwd"], env=installed["env"], capture_output=True,
-                          text=True, timeout=timeout)
+    p = subprocess.run([sys.executable, "-S", *args], cwd=installed["cwd"], env=installed["env"], capture_output=True,
+                       text=True, timeout=timeout)
+    shown = [a if len(a) < 200 else a[:200] + "..." for a in args]
+    out = p.stdout if len(p.stdout) < 3000 else f"{p.stdout[:1500]}\n[...]\n{p.stdout[-1500:]}"
+    installed["log"].append(f"$ cd {installed['cwd']}; PYTHONPATH={installed['env']['PYTHONPATH']} python -S "
+                            f"{' '.join(shown)}\n{out}{p.stderr[-3000:]}(exit {p.returncode})\n")
+    return p
 
 
 def test_wheel_has_every_package_of_the_tree(installed) -> None:
