@@ -7,11 +7,13 @@ then run as `python -m search.run` runs it (runpy, `__main__`). The cases are th
 Ctrl-C can land in: halfway through `import ray` (`ray._private.worker` has registered Ray's
 `shutdown` with atexit, but the `ray` package is half made: that shutdown then crashed with
 "module 'ray' has no attribute 'actor'" and a traceback, CI of 2026-12-06), and while search.run's
-own module-level imports run (before `main` and its handler are reached). No Ray is started."""
+own module-level imports run (before `main` and its handler are reached); and (slow: it starts
+Ray's head processes) halfway through `ray.init`, after which no process of that Ray may remain."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +33,7 @@ class SignalAt:
         if fullname == self.name and not self.sent:
             self.sent = True
             worker = "ray._private.worker" in sys.modules  # Ray's atexit shutdown is registered
-            print(f"[test] SIGINT while importing {fullname} (ray's worker loaded: {worker})", flush=True)
+            print(f"[test] SIGINT while importing {fullname} (ray's worker loaded: {worker}) pid {os.getpid()}", flush=True)
             os.kill(os.getpid(), signal.SIGINT)
         return None  # the real finders import it (unless the signal's handler raised first)
 
@@ -41,7 +43,27 @@ runpy.run_module("search.run", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.mark.parametrize("module", ["ray.client_builder", "search.checks"])
+def _processes_of_session(pid: int) -> list[str]:
+    """Ray processes of the session a driver of this pid started (Ray names its sessions
+    session_<time>_<driver pid>, and every process of it carries the name)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if re.search(rf"session_\S*_{pid}(?:[\s/]|$)", cmd):
+                found.append(f"{proc.name}: {cmd[:120]}")
+    return found
+
+
+@pytest.mark.parametrize("module", [
+    "ray.client_builder",  # halfway through `import ray`
+    "search.checks",  # search.run's own module-level imports
+    # halfway through ray.init: the GCS is up and the head's monitor is being started (Ray's node.py)
+    pytest.param("ray.autoscaler._private.cli_logger", marks=pytest.mark.slow),
+])
 def test_ctrl_c_during_an_import_exits_130_without_traceback(tmp_path, module):
     runs = tmp_path / "runs"
     p = subprocess.run([sys.executable, "-c", _DRIVER, module, "--space", "gran_hbn", "--data", "synthetic",
@@ -50,8 +72,10 @@ def test_ctrl_c_during_an_import_exits_130_without_traceback(tmp_path, module):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = p.stdout + p.stderr
     worker = module.startswith("ray.")  # halfway through `import ray`, after its worker module registered atexit
-    assert f"[test] SIGINT while importing {module} (ray's worker loaded: {worker})" in out, out  # where it was meant to
+    sent = re.search(rf"\[test\] SIGINT while importing {re.escape(module)} \(ray's worker loaded: {worker}\) pid (\d+)", out)
+    assert sent, out  # the signal came where it was meant to
     assert p.returncode == 130, out
     assert "interrupted (SIGINT) before the search started" in out, out
     assert "Traceback" not in out and "Exception ignored" not in out, out
     assert not runs.exists() or not any(runs.iterdir()), sorted(runs.rglob("*"))
+    assert _processes_of_session(int(sent.group(1))) == []  # whatever Ray had started is gone with the driver
