@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BadInput", "check_address", "check_bucket_run", "check_conventions", "check_device", "check_fits",
-           "check_resumable", "check_resume", "check_results_readable", "check_storage"]
+__all__ = ["BadInput", "check_address", "check_bucket_run", "check_continuable", "check_conventions", "check_device",
+           "check_fits", "check_resumable", "check_resume", "check_results_readable", "check_storage", "read_stored_spec",
+           "started_trials"]
 
 
 class BadInput(ValueError):
@@ -56,23 +57,139 @@ def check_storage(storage: str | Path) -> None:
                        "pass a directory you can write, e.g. --storage runs") from exc
 
 
+#: what a run directory holds once a search wrote to it (any of these without spec.json: not a run to reuse)
+_RUN_FILES = ("trials", "study.journal", "results.parquet", "tuner.pkl", "spec.json")
+
+
+def _holds(run_dir: Path) -> list[str]:
+    """What of a run the directory holds (its trials, journal, tables, Tune's state), for messages."""
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir())
+    tune = [n for n in names if n.startswith(("experiment_state-", "tune_"))]
+    known = [n for n in _RUN_FILES if n in names]
+    other = len(names) > len(known) + len(tune)
+    return known + (["Tune's state"] if tune else []) + (["other files"] if other else [])
+
+
+def _no_spec(where: str, held: list[str]) -> str:
+    return (f"{where} holds {', '.join(held)} but no spec.json: it is not a run that can be continued or reused "
+            "(spec.json fixes its space, data and seed; without it new trials would mix with trials of an unknown "
+            "search). Restore spec.json from a copy to resume it, or move the directory aside (it may hold results) "
+            "and start the run again")
+
+
 def check_resume(run_dir: Path, resume: bool, storage: Path) -> None:
-    """A new run needs a fresh name; a resumed one must exist, with a readable spec."""
+    """A new run needs a name whose directory is absent or empty; a resumed one must exist, with a
+    readable spec."""
     spec = run_dir / "spec.json"
     if not resume:
         if spec.exists():
             raise BadInput(f"run directory {run_dir} exists: pick another --name, or add --resume to continue it")
+        held = _holds(run_dir)
+        if held:
+            raise BadInput(_no_spec(f"run directory {run_dir}", held))
         return
-    if not spec.exists():
-        known = sorted(p.parent.name for p in storage.glob("*/spec.json")) if storage.is_dir() else []
-        hint = f"runs in {storage}: {', '.join(known)}" if known else f"there are no runs in {storage}"
-        raise BadInput(f"there is no run {run_dir.name!r} to resume ({spec} is missing); {hint}. "
-                       "Drop --resume to start it, or name an existing run with --name (and --storage)")
+    read_stored_spec(str(storage), run_dir.name, run_dir)
+
+
+def read_stored_spec(storage: str, name: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """The spec.json of run `name` (in a directory, or in a bucket), which a resume continues; a
+    BadInput that says what to do when there is none or it cannot be read."""
+    from trainables.storage import is_uri, open_run
+
+    if is_uri(storage):
+        remote = open_run(storage, name)
+        try:
+            text = remote.read_text("spec.json")
+            known = [] if text is not None else remote.runs()
+            held = [] if text is not None else remote.held()
+        except OSError as exc:
+            raise BadInput(f"--storage {storage} cannot be read ({exc})") from exc
+        if text is None:
+            if held:
+                raise BadInput(_no_spec(f"run {name!r} in {storage}", held))
+            hint = f"runs in {storage}: {', '.join(known)}" if known else f"there are no runs in {storage}"
+            raise BadInput(f"there is no run {name!r} to resume in {storage}; {hint}. Drop --resume to start it, or name "
+                           "an existing run with --name (and --storage)")
+        where = f"{remote.uri} spec.json"
+    else:
+        run_dir = Path(run_dir) if run_dir is not None else Path(storage) / name
+        path = run_dir / "spec.json"
+        if not path.exists():
+            held = _holds(run_dir)
+            if held:
+                raise BadInput(_no_spec(f"run directory {run_dir}", held))
+            root = Path(storage)
+            known = sorted(p.parent.name for p in root.glob("*/spec.json")) if root.is_dir() else []
+            hint = f"runs in {root}: {', '.join(known)}" if known else f"there are no runs in {root}"
+            raise BadInput(f"there is no run {name!r} to resume ({path} is missing); {hint}. "
+                           "Drop --resume to start it, or name an existing run with --name (and --storage)")
+        where = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BadInput(f"{where} cannot be read ({exc}): the run cannot be resumed; start a new run with "
+                           "another --name (its finished trials stay in their directories)") from exc
     try:
-        json.loads(spec.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{spec} cannot be read ({exc}): the run cannot be resumed; start a new run with "
+        spec = json.loads(text)
+        if not isinstance(spec, dict):
+            raise ValueError(f"it holds a {type(spec).__name__}, not the run's spec")
+    except ValueError as exc:
+        raise BadInput(f"{where} cannot be read ({exc}): the run cannot be resumed; start a new run with "
                        "another --name (its finished trials stay in their directories)") from exc
+    return spec
+
+
+def started_trials(run_dir: Path) -> int:
+    """How many trials the run has started (Tune made them: each is in the study journal, and each
+    that ran has a directory)."""
+    from search.study import trial_numbers
+
+    trials = run_dir / "trials"
+    dirs = sum(1 for p in trials.iterdir() if p.is_dir()) if trials.is_dir() else 0
+    return max(dirs, len(trial_numbers(run_dir)))
+
+
+def check_continuable(spec: Any) -> None:
+    """A resume goes on only where Tune can restore the run (its trials would otherwise be topped up
+    by a fresh search beside them), and asks for no fewer trials than it has started."""
+    from trainables.storage import open_run
+
+    run_dir = spec.run_dir
+    started = started_trials(run_dir)
+    if spec.trials < started:
+        raise BadInput(f"--trials {spec.trials}: run {spec.name!r} has already started {started} trials; give "
+                       f"--trials {started} or more, or leave --trials out")
+    if not started:
+        return  # the previous driver stopped before any trial: the search starts afresh
+    remote = open_run(spec.storage, spec.name)
+    try:
+        names = [p.name for p in run_dir.iterdir()] if remote is None else remote.names()
+    except OSError as exc:
+        raise BadInput(f"--storage {spec.storage} cannot be read ({exc})") from exc
+    if "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names):
+        from search.tune_state import cut_off, writable_by_others
+
+        others = writable_by_others(run_dir) if remote is None else []
+        if others:
+            raise BadInput(f"run {spec.name!r} is not resumed: Tune restores a run by unpickling its state, which can run "
+                           f"code, so its files must be writable by you alone (Ray's rule: never restore from a path others "
+                           f"can write to), and {'; '.join(others)}. If you trust whoever can write there, make the files "
+                           "yours alone (chown, chmod go-w) and resume again; the finished trials can be read without "
+                           "resuming (python -m reports.build, python -m search.load)")
+        bad = cut_off(run_dir)
+        if bad:
+            raise BadInput(f"run {spec.name!r}: Tune's state in {run_dir} is cut off ({', '.join(bad)} do not read "
+                           "whole: a crash while Tune wrote it), so Tune cannot restore the run. Its finished trials stay "
+                           "in results.parquet and trials/: restore those files from a copy, or start a new run with "
+                           "another --name")
+        return
+    where = run_dir if remote is None else remote.uri
+    raise BadInput(f"run {spec.name!r} has {started} trials but Tune's state is missing from {where} (tuner.pkl, "
+                   "experiment_state-*.json): Tune cannot restore it, and starting the search afresh there would top it "
+                   "up with the trials of a new search. Its finished trials stay in results.parquet and trials/: restore "
+                   "Tune's files from a copy to resume, or start a new run with another --name")
 
 
 def check_bucket_run(storage: str, name: str, resume: bool, mirror: Path) -> None:
@@ -80,23 +197,22 @@ def check_bucket_run(storage: str, name: str, resume: bool, mirror: Path) -> Non
     a resumed one must be in the bucket."""
     from trainables.storage import open_run
 
+    if resume:
+        read_stored_spec(storage, name)
+        return
     remote = open_run(storage, name)
     try:
         there = remote.exists("spec.json")
-        known = [] if there or not resume else remote.runs()
+        held = [] if there else remote.held()
     except OSError as exc:
         raise BadInput(f"--storage {storage} cannot be read ({exc})") from exc
-    if not resume:
-        if there:
-            raise BadInput(f"run {name!r} exists in {storage}: pick another --name, or add --resume to continue it")
-        if (mirror / "spec.json").exists():
-            raise BadInput(f"run {name!r} is not in {storage}, but this machine has a copy of a run of that name at "
-                           f"{mirror}: move that directory aside (it may be the only copy left), or pick another --name")
-        return
-    if not there:
-        hint = f"runs in {storage}: {', '.join(known)}" if known else f"there are no runs in {storage}"
-        raise BadInput(f"there is no run {name!r} to resume in {storage}; {hint}. Drop --resume to start it, or name "
-                       "an existing run with --name (and --storage)")
+    if there:
+        raise BadInput(f"run {name!r} exists in {storage}: pick another --name, or add --resume to continue it")
+    if held:
+        raise BadInput(_no_spec(f"run {name!r} in {storage}", held))
+    if (mirror / "spec.json").exists() or _holds(mirror):
+        raise BadInput(f"run {name!r} is not in {storage}, but this machine has a copy of a run of that name at "
+                       f"{mirror}: move that directory aside (it may be the only copy left), or pick another --name")
 
 
 def check_results_readable(run_dir: Path) -> None:

@@ -26,7 +26,7 @@ from trainables.atomic import write_json
 from trainables.contract import Declaration
 from trainables.pareto import non_dominated_mask
 
-__all__ = ["collect", "mark_global_front", "settle_unfinished", "write_tables"]
+__all__ = ["collect", "mark_global_front", "settle_unfinished", "settle_with_journal", "write_tables"]
 
 
 def _load_json(path: Path) -> Any:
@@ -73,6 +73,40 @@ def settle_unfinished(run_dir: str | Path, new_state: Callable[[str], str]) -> d
         if state != status["status"]:
             write_json(path, {**status, "status": state})
             changed[path.parent.name] = state
+    return changed
+
+
+def settle_with_journal(run_dir: str | Path, stopped: bool) -> dict[str, str]:
+    """Statuses made to agree with the study journal once the driver stops: a trial the journal
+    holds unfinished (RUNNING) restarts on --resume, so it is `interrupted` in the results too when
+    its status says it failed on a full disk (Tune was to retry it), or, after a stop (`stopped`),
+    that it failed (Tune was to retry it, or the stop itself broke it: its Ray Train workers'
+    placement group removed under it) or completed (its outcome is on disk, but the search had not
+    heard of it; the resumed trial finds its outcome and completes at once). The error it had is
+    kept as `last_error`. Returns {trial id: new state}."""
+    from search.disk import is_disk_full
+    from search.study import trial_states
+
+    states = trial_states(run_dir)
+    changed: dict[str, str] = {}
+    for path in sorted(Path(run_dir).glob("trials/*/status.json")):
+        status = _load_json(path)
+        tid = path.parent.name
+        if not isinstance(status, dict) or states.get(tid) != "RUNNING":
+            continue
+        state = status.get("status")
+        if state == "failed" and is_disk_full(str(status.get("error"))):
+            why = "a full disk"
+        elif state == "failed" and stopped:
+            why = "the run's stop, before the search recorded a failure"
+        elif state == "complete" and stopped:
+            why = "the run's stop, before the search recorded it"
+        else:
+            continue
+        kept = {k: v for k, v in status.items() if k not in ("error", "traceback")}
+        last = {"last_error": status["error"]} if status.get("error") else {}
+        write_json(path, {**kept, **last, "status": "interrupted", "cut_short_by": why})
+        changed[tid] = "interrupted"
     return changed
 
 

@@ -27,12 +27,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from search.spec import RunSpec
+from search.spec import DRIVER_CPU, RunSpec  # DRIVER_CPU: the Tune trial's own share of the trial's CPUs
 
 __all__ = ["DRIVER_CPU", "TrainReporter", "run_data_parallel", "worker_resources"]
 
 
-DRIVER_CPU = 0.01  # the Tune trial's own share of the trial's CPUs: it only waits on the trainer
 
 
 def worker_resources(spec: RunSpec) -> dict[str, float]:
@@ -57,8 +56,10 @@ class TrainReporter:
     def get_checkpoint(self) -> str | None:
         import ray.train
 
+        from trainables.storage import checkpoint_directory
+
         ckpt = ray.train.get_checkpoint()
-        return None if ckpt is None else ckpt.to_directory()
+        return None if ckpt is None else checkpoint_directory(ckpt)  # its keys checked before it is fetched
 
 
 def _worker(args: dict[str, Any]) -> None:

@@ -15,6 +15,9 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
+
+from search.say import say
 
 __all__ = ["LiveDisplay", "ResultsWriter"]
 
@@ -81,8 +84,8 @@ class ProgressState:
         t.add_row(f"best {self.objective}", "-" if self.best is None else f"{self.best:.4g}")
         t.add_row("global front", f"{self.front_size} points")
         t.add_row("elapsed / remaining", f"{_fmt_seconds(time.time() - self.started_at)} / ~{_fmt_seconds(self.remaining_seconds())}")
-        if self.last_event:
-            t.add_row("last", self.last_event)
+        if self.last_event:  # may quote an exception (a path, a library's text): verbatim, never markup
+            t.add_row("last", Text(self.last_event))
         return t
 
 
@@ -98,6 +101,8 @@ class LiveDisplay(Callback):
         return d
 
     def setup(self, **info: Any) -> None:
+        if info.get("total_num_samples"):  # a restored run: the total this session asked for (search/trial_count.py)
+            self.state.total = int(info["total_num_samples"])
         console = Console(stderr=True)
         self._plain = not console.is_terminal  # a log file gets one line per finished trial instead
         self._console = console
@@ -106,7 +111,7 @@ class LiveDisplay(Callback):
 
     def _log(self, text: str) -> None:
         if getattr(self, "_plain", False):
-            self._console.print(text, highlight=False)
+            say(self._console, text)
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -138,6 +143,8 @@ class LiveDisplay(Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
+            if getattr(self, "_plain", False):
+                self._console.line()  # a log file: the next message starts on a line of its own, not after the box
 
 
 class ResultsWriter(Callback):
@@ -151,6 +158,11 @@ class ResultsWriter(Callback):
         try:
             n = self.write()
         except Exception as exc:  # a table error must not stop the search; the final write reports it
+            from search.disk import current, is_disk_full
+
+            guard = current()
+            if guard is not None and is_disk_full(exc):
+                guard.full(f"writing results.parquet: {exc}")  # stops the run; the final write gets the reserve
             if self.display is not None:
                 self.display.state.last_event = f"results not written: {exc}"
             return

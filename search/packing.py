@@ -197,5 +197,7 @@ def measured_default(space, data: str, options: dict[str, str], args: Any,
         record = {"trials_per_gpu": round(1 / gpus), "gpus_per_trial": gpus, "peak_bytes": None,
                   "gpu_bytes": gpu_bytes, "limit": "fallback", "reason": reason, "measured": False}
     if console is not None:
-        console.print(f"[bold]packing[/] {record['reason']}", soft_wrap=True, highlight=False)
+        from search.say import say
+
+        say(console, ("packing", "bold"), f" {record['reason']}")
     return gpus, record

@@ -28,6 +28,16 @@ def git_revision(root: Path = _ROOT) -> str:
         return "unknown"
 
 
+def code_origin() -> dict[str, str]:
+    """Where this process imported the platform from (a source tree, or an installed wheel) and
+    the installed distribution's version ("absent" when it runs from a source tree only)."""
+    try:
+        version = metadata.version("exitsearch")
+    except metadata.PackageNotFoundError:
+        version = "absent"
+    return {"path": str(_ROOT), "exitsearch": version}
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for p in PACKAGES:
@@ -52,6 +62,7 @@ def device_description() -> str:
 def collect() -> dict[str, Any]:
     return {
         "git_rev": git_revision(),
+        "code": code_origin(),
         "versions": versions(),
         "device": device_description(),
         "hostname": socket.gethostname(),

@@ -214,23 +214,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
     cal = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    from search.run_lock import RunLock
+
+    lock = None
     try:
         run_dir, mirror = fetch_run(args.run_dir)  # a bucket run (s3://.../RUN): recalibrated in this machine's copy
+        # it rewrites the run's tables: never beside a search that writes them too (search/run_lock.py)
+        lock = RunLock(str(run_dir.resolve().parent), run_dir.resolve().name, command=" ".join(
+            ["python -m search.recalibrate", *(sys.argv[1:] if argv is None else argv)])) if mirror is None else \
+            RunLock(mirror.remote.storage, mirror.remote.name)
+        lock.acquire()
         n = recalibrate(run_dir, cal, args.seed)
-    except ValueError as exc:
+    except ValueError as exc:  # RunBusy (another command holds the run) too
         print(f"error: {exc}", file=sys.stderr)
+        if lock is not None:
+            lock.release()
         return 2
     except KeyboardInterrupt:
+        if lock is not None:
+            lock.release()
         print("interrupted: some trials may already hold their new calibration; run the same command again "
               "to recalibrate them all and rewrite the results tables", file=sys.stderr)
         return 130
     print(f"recalibrated {n} trials in {run_dir}")
-    if not args.no_report:
-        from reports.build import build_report
+    try:
+        if not args.no_report:
+            from reports.build import build_report
 
-        print(f"report {build_report(run_dir)}")
-    if mirror is not None:
-        print(f"pushed {len(mirror.push_rewritten())} rewritten files to {mirror.remote.uri}")
+            print(f"report {build_report(run_dir)}")
+        if mirror is not None:
+            print(f"pushed {len(mirror.push_rewritten())} rewritten files to {mirror.remote.uri}")
+    finally:
+        lock.release()
     return 0
 
 

@@ -3,6 +3,9 @@
 `StopRequest.install()` puts one handler on both signals. The first signal is remembered
 (`signum`), then:
 
+* while the driver's module is still imported (`phase = "load"`, a fraction of a second) it is
+  only recorded: an exception there would escape every handler as a traceback; `main` sets the
+  phase to "start" and calls `check()` first thing, inside its handler;
 * during start-up (argument checks, data loading, `ray.init`) it raises `Interrupted` at once,
   and `check()` raises it again at the next step in case some library swallowed it;
 * while Ray Tune runs (`phase = "tune"`) it is only recorded: `search.tune_events.RunEvents`, a Tune callback,
@@ -44,17 +47,24 @@ def exit_code(signum: int) -> int:
 
 
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, phase: str = "start") -> None:
         self.signum: int | None = None
         self.count = 0
-        self.phase = "start"  # start | tune | finish
+        self.phase = phase  # load | start | tune | finish
         self.forwarded = False  # passed on to Tune
         self.ended: set[str] = set()  # trials Tune ended normally in this session
         self.installed = False
+        self.reason: str | None = None  # a stop the run asked for itself (e.g. "disk full"): see `request`
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.reason is not None
+
+    def request(self, reason: str) -> None:
+        """Stop the run from within (a full disk: search/disk.py), by the same graceful path as a
+        signal while Tune runs: RunEvents passes it on to Tune."""
+        if self.reason is None:
+            self.reason = reason
 
     def install(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -73,6 +83,8 @@ class StopRequest:
         self.count += 1
         if self.signum is None:
             self.signum = signum
+        if self.phase == "load":  # the driver's own module is still being imported: `main` raises it first thing
+            return
         if self.count > 1 or self.phase == "start":
             raise Interrupted(self.signum)
 

@@ -8,10 +8,15 @@ the searcher object in memory knows (after `Tuner.restore` it is Tune's unpickle
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StudyUnreadable", "check_readable", "journal_path", "open_storage", "trial_numbers"]
+from optuna.storages.journal import JournalFileBackend
+
+__all__ = ["StudyUnreadable", "check_readable", "journal_path", "open_storage", "trial_numbers", "trial_states",
+           "WholeLinesBackend"]
 
 
 class StudyUnreadable(ValueError):
@@ -22,11 +27,32 @@ def journal_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "study.journal"
 
 
+#: who gives room when an append fails: (journal path, error) -> True when it did (search/disk.py's
+#: guard of the run, on a full disk: part of its reserve)
+ON_FAILED_APPEND: list[Callable[[str, OSError], bool]] = []
+
+
+class WholeLinesBackend(JournalFileBackend):
+    """Optuna's journal file, whose append never leaves a cut-off line: a failed append (a full
+    disk) is truncated back to the last whole line, and tried once more when room was given
+    (`ON_FAILED_APPEND`). Module-level: Tune pickles the searcher."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        for attempt in (1, 2):
+            size = os.stat(self._file_path).st_size
+            try:
+                return super().append_logs(logs)
+            except OSError as exc:
+                if os.stat(self._file_path).st_size > size:
+                    os.truncate(self._file_path, size)
+                if attempt == 2 or not any([give(self._file_path, exc) for give in list(ON_FAILED_APPEND)]):
+                    raise
+
+
 def open_storage(run_dir: str | Path):
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(journal_path(run_dir))))
+    return JournalStorage(WholeLinesBackend(str(journal_path(run_dir))))
 
 
 def _trials(run_dir: str | Path) -> list[Any]:
@@ -57,6 +83,18 @@ def trial_numbers(run_dir: str | Path) -> dict[str, int]:
         if tid not in out or key > out[tid]:
             out[tid] = key
     return {tid: number for tid, (_, number) in out.items()}
+
+
+def trial_states(run_dir: str | Path) -> dict[str, str]:
+    """Tune trial id -> the Optuna state the journal holds for it (RUNNING, COMPLETE, FAIL, ...);
+    as in `trial_numbers`, a finished trial wins over an unfinished one of the same id."""
+    out: dict[str, tuple[tuple[bool, int], str]] = {}
+    for t in _trials(run_dir):
+        tid = t.user_attrs.get("tune_trial_id")
+        key = (t.state.is_finished(), t.number)
+        if tid and (tid not in out or key > out[tid][0]):
+            out[tid] = (key, t.state.name)
+    return {tid: state for tid, (_, state) in out.items()}
 
 
 def check_readable(run_dir: str | Path) -> None:

@@ -25,13 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from search.checks import BadInput, check_conventions, check_fits, check_resumable
-from search.collect import collect, settle_unfinished, write_tables
+from search.cluster_watch import watch_cluster
+from search.disk import DiskEvents, DiskGuard, is_disk_full
+from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import numbered_trial_seed, record_failure, reference_costs, run_document, trial_context
+from search.resume import resumed_document
 from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
-from trainables.storage import is_uri, run_mirror, trial_sync
-from search.study import trial_numbers
+from trainables.storage import checkpoint_directory, is_uri, run_mirror, trial_sync
+from search.study import trial_numbers, trial_states
+from search.trial_count import request as request_trials, search_algorithm
+from search.tune_state import resync as resync_tune_state
 from search.tune_events import RunEvents
 from spaces import Space, get_space
 from trainables.atomic import write_json
@@ -57,8 +62,8 @@ class _TuneReporter:
         ckpt = tune.get_checkpoint()
         if ckpt is None:
             return None
-        # the checkpoint may sit on remote storage: bring it to a local directory
-        return ckpt.to_directory()
+        # the checkpoint may sit on remote storage: bring it to a local directory, its keys checked first
+        return checkpoint_directory(ckpt)
 
 
 def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str, float]) -> None:
@@ -188,8 +193,12 @@ def _concurrency(spec: RunSpec) -> int:
     return max(1, by_cpu)
 
 
-def _init_ray(spec: RunSpec) -> None:
+def _init_ray(spec: RunSpec, console=None) -> None:
+    """Start this driver's own Ray (marked as its own: search/ray_session.py), or join the cluster
+    at `spec.address` and say which one it is (BadInput for another process's in-process Ray)."""
     import ray
+
+    from search.ray_session import ForeignRay, describe_cluster, in_process_init_options
 
     if ray.is_initialized():
         return
@@ -199,11 +208,23 @@ def _init_ray(spec: RunSpec) -> None:
         root = Path(__file__).resolve().parents[1]
         init_kw["address"] = spec.address
         init_kw["runtime_env"] = {"py_modules": [str(root / p) for p in _PACKAGES]}
+    else:
+        init_kw.update(in_process_init_options())
     try:
         ray.init(**init_kw)
     except ConnectionError as exc:
         raise BadInput(f"cannot join the Ray cluster at --address {spec.address}: {exc}; start one "
                        "(`ray start --head`), check the address, or drop --address to run on this machine") from exc
+    if spec.address:
+        try:
+            joined = describe_cluster(spec.address)
+        except ForeignRay as exc:
+            ray.shutdown()  # only disconnects: the Ray is the other process's
+            raise BadInput(str(exc)) from None
+        if console is not None:
+            from search.say import say
+
+            say(console, ("cluster", "bold"), f" {joined}")
 
 
 def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = None) -> None:
@@ -235,9 +256,11 @@ def _check_resources(spec: RunSpec, console=None, stop: StopRequest | None = Non
                 told = True
                 _request_node(spec)
                 if console is not None:
-                    console.print(f"waiting up to {left:.0f} s for a node with {spec.cpus_per_trial:g} CPU"
-                                  f"{f' and {spec.gpus_per_trial:g} GPU' if spec.gpus_per_trial else ''} to join {where} "
-                                  "(an autoscaling cluster adds one on demand); Ctrl-C to stop", soft_wrap=True)
+                    from search.say import say
+
+                    say(console, f"waiting up to {left:.0f} s for a node with {spec.cpus_per_trial:g} CPU"
+                        f"{f' and {spec.gpus_per_trial:g} GPU' if spec.gpus_per_trial else ''} to join {where} "
+                        "(an autoscaling cluster adds one on demand); Ctrl-C to stop")
             if stop is not None:
                 stop.check()
             time.sleep(min(2.0, max(left, 0.0)))
@@ -294,7 +317,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     if spec.resume:
         check_resumable(run_dir)
         check_conventions(run_dir, space.declaration(budget, space.resolve_options(spec.options)))
-    _init_ray(spec)
+    _init_ray(spec, console)
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place
     stop.check()
@@ -303,11 +326,13 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])
     spec_path = run_dir / "spec.json"
-    if spec.resume and spec_path.exists():
-        old = json.loads(spec_path.read_text())
-        doc["provenance"]["first_started_at"] = old.get("provenance", {}).get("started_at")
+    if spec.resume and spec_path.exists():  # the resume was accepted (search/resume.py): what it changed is recorded
+        doc = resumed_document(json.loads(spec_path.read_text()), doc)
+    guard = DiskGuard(run_dir, stop, spec.trials)  # a full disk ends the run cleanly (search/disk.py)
+    guard.check_room(spec.storage)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(spec_path, doc)
+    guard.keep_reserve()
     mirror = run_mirror(spec)  # a bucket run: the driver's files go up, the trials' come down
     mirror.push("spec.json")
 
@@ -320,10 +345,12 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         return int(sum(1 for on, split in zip(results.column("on_front").to_pylist(), results.column("split").to_pylist())
                        if on and split == "test"))
 
+    watch = watch_cluster(spec, console, run_dir, mirror, write_results)  # a vanished cluster ends the run
+
     if spec.resume:
         # trials that ran when the driver last stopped (however it stopped) are interrupted, and
         # whatever finished on disk is in the tables before anything else happens
-        mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted"))
+        mirror.push_trial_status(settle_unfinished(run_dir, lambda tid: "interrupted") | settle_with_journal(run_dir, True))
         write_results()
 
     concurrency = _concurrency(spec)
@@ -341,17 +368,17 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):
         # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
-        # hold no state that matters (trial numbers come from the study journal)
-        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=True)
+        # hold no state that matters (trial numbers come from the study journal). A trial that failed stays
+        # failed (the journal has told Optuna so): only unfinished trials continue
+        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=searcher,
+                search_alg=search_algorithm(searcher, concurrency),  # its total follows --trials on resume too
                 scheduler=scheduler,
                 num_samples=spec.trials,
                 reuse_actors=spec.reuse_actors,
-                max_concurrent_trials=concurrency,
                 trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
@@ -359,7 +386,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
                 storage_path=tune_storage,
                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[display, writer, RunEvents()],
+                callbacks=[display, writer, RunEvents(), DiskEvents()],
                 verbose=0,
             ),
         )
@@ -368,12 +395,22 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     controller_log = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _TrialFailureOneLine) for f in controller_log.filters):
         controller_log.addFilter(_TrialFailureOneLine())
+    request_trials(spec.trials)
     stop.check()
     stop.phase = "tune"
     try:
         grid = tuner.fit()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        guard.full(f"Tune: {str(exc).strip().splitlines()[-1]}")  # Tune ended on a full disk: settled as a stop
+        grid = []
     finally:
         stop.phase = "finish"
+    watch.stop()
+    guard.release()  # Tune stopped the trials: the reserve is the driver's last writes' room
+    if guard.cause is not None and not is_uri(spec.storage):
+        resync_tune_state(guard.staging, run_dir)  # its copy into the run may have been cut off by the full disk
 
     # Tune's view of each trial: errors the trial could not write down itself (killed worker)
     info: dict[str, dict[str, Any]] = {tid: {"number": n} for tid, n in trial_numbers(run_dir).items()}
@@ -385,7 +422,11 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     # a trial still marked running was stopped by a scheduler (Tune ended it) or cut short by the stop
     mirror.pull_trials()
     settled = settle_unfinished(run_dir, lambda tid: "stopped" if tid in stop.ended or not stop.requested else "interrupted")
-    mirror.push_trial_status(settled)
+    cut_short = settle_with_journal(run_dir, stopped=stop.requested)  # unfinished in the journal: interrupted
+    for tid, state in trial_states(run_dir).items():
+        if state == "RUNNING" and tid in info:
+            info[tid].pop("error", None)  # Tune's error of an attempt it was to retry: not the trial's end
+    mirror.push_trial_status(settled | cut_short)
     results, curves = collect(run_dir, doc, decl, info)
     write_tables(run_dir, results, curves)
     mirror.push_tables()

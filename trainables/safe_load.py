@@ -1,4 +1,5 @@
-"""Reading a run's torch files (`model.pt`, a trial's `checkpoint/state.pt`) without running code.
+"""Reading a run's torch and array files (`model.pt`, a trial's `checkpoint/state.pt`, its exit
+caches) without running code.
 
 A pickle can name any callable, so unpickling a file someone else wrote can run their code.
 `load_torch` reads with `torch.load(weights_only=True)`, which builds only tensors, dicts, lists,
@@ -14,7 +15,7 @@ import pickle
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["UnsafeFile", "load_torch", "plain_values"]
+__all__ = ["UnsafeFile", "load_arrays", "load_torch", "plain_values"]
 
 
 class UnsafeFile(ValueError):
@@ -41,6 +42,24 @@ def plain_values(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, Any]:
+    """The arrays of an .npz file, read with `allow_pickle=False`: UnsafeFile (naming `path`) when
+    it holds pickled Python objects, which numpy would have to unpickle (and so could run code)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise  # a damaged file, not a refused one
+        raise UnsafeFile(
+            f"{os.fspath(path)} was not opened: it holds pickled Python objects, which a safe loader (numpy "
+            "allow_pickle=False) will not build, so opening it could run code. This platform writes only plain "
+            "arrays: the file was changed by someone, or written by another program. Do not load it; re-run the "
+            "trial (or restore the file from a trusted copy)") from exc
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

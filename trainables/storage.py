@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RemoteRun", "RunMirror", "StorageError", "TrialSync", "fetch_run", "is_uri", "join_uri", "mirror_dir",
-           "open_run", "run_mirror", "scratch_dir", "staging_root", "trial_sync"]
+__all__ = ["RemoteRun", "RunMirror", "StorageError", "TrialSync", "check_run_name", "checkpoint_directory", "fetch_run",
+           "is_uri", "join_uri", "mirror_dir", "open_run", "run_mirror", "safe_destination", "scratch_dir", "staging_root",
+           "trial_sync"]
 
 #: pyarrow's built-in filesystems that a search can share between nodes
 SCHEMES = ("s3", "gs", "gcs")
@@ -63,6 +64,37 @@ def join_uri(uri: str, *parts: str) -> str:
     base, query = _split(uri)
     path = "/".join([base, *(p.strip("/") for p in parts if p)])
     return f"{path}?{query}" if query else path
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # search/spec.py's rule for run names
+
+
+def safe_destination(root: Path, rel: str, source: str) -> Path:
+    """Where a fetched object whose path below the fetched folder is `rel` goes: inside `root`,
+    or StorageError. A bucket is written by whoever holds its credentials: a key with a `..`,
+    `.` or empty part (`a//b`), a leading `/`, a backslash or a NUL, or one that would land on a
+    link pointing out of `root`, is refused, naming the key (`source`) and the folder."""
+    parts = rel.split("/")
+    bad = (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
+           or any(part in ("", ".", "..") for part in parts))
+    dest = Path(root, *parts) if not bad else None
+    if dest is not None:
+        base = Path(root).resolve()
+        try:
+            dest.resolve().relative_to(base)
+        except ValueError:
+            bad = True
+    if bad or dest is None:
+        raise StorageError(f"refused to fetch {source}: its key would be written outside this machine's copy "
+                           f"{root} (a '..', '.', empty or absolute part, a backslash, or a link out of the copy). "
+                           "Whoever can write to the bucket put it there: check the bucket, and remove the object")
+    return dest
+
+
+def check_run_name(name: str, where: str) -> str:
+    if not _RUN_NAME.match(name or ""):
+        raise StorageError(f"{where}: {name!r} is not a run name (letters, digits, '_', '.', '-'; at most 100)")
+    return name
 
 
 def staging_root() -> Path:
@@ -106,7 +138,7 @@ class RemoteRun:
     """Run `name` under bucket storage `storage`: file transfers between it and local directories."""
 
     def __init__(self, storage: str, name: str) -> None:
-        self.storage, self.name = storage, name
+        self.storage, self.name = storage, name if name == "-" else check_run_name(name, storage)
         self.fs, base = _filesystem(storage)
         self.base = base.rstrip("/")
         self.root = f"{self.base}/{name}"
@@ -122,6 +154,28 @@ class RemoteRun:
         import pyarrow.fs as pafs
 
         return self._info(rel).type == pafs.FileType.File
+
+    def read_text(self, rel: str) -> str | None:
+        """One small file of the run as text; None when the bucket has none."""
+        if not self.exists(rel):
+            return None
+        with self.fs.open_input_stream(f"{self.root}/{rel}") as src:
+            return src.read().decode("utf-8", errors="replace")
+
+    def names(self) -> list[str]:
+        """The names directly under the run (files and folders)."""
+        import pyarrow.fs as pafs
+
+        found = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+        return sorted(Path(i.path).name for i in found)
+
+    def held(self) -> list[str]:
+        """What of a run the bucket holds under this name, for messages (empty: nothing)."""
+        names = self.names()
+        tune = [n for n in names if n.startswith(("experiment_state-", "tune_"))]
+        known = [n for n in ("trials", "study.journal", "results.parquet", "tuner.pkl", "spec.json") if n in names]
+        other = len(names) > len(known) + len(tune)
+        return known + (["Tune's state"] if tune else []) + (["other files"] if other else [])
 
     def runs(self) -> list[str]:
         """Names of the runs under the storage (those with a spec.json)."""
@@ -181,7 +235,7 @@ class RemoteRun:
         for info in infos:
             if info.type != pafs.FileType.File:
                 continue
-            dest = local / info.path[len(start) + 1:]
+            dest = safe_destination(local, info.path[len(start) + 1:], f"{self.uri} {info.path[len(self.root) + 1:]!r}")
             try:
                 st = dest.stat()
                 newer = info.mtime is not None and info.mtime.timestamp() > st.st_mtime
@@ -287,6 +341,7 @@ def fetch_run(run: str) -> tuple[Path, RunMirror | None]:
     if not name or "://" not in parent:
         raise StorageError(f"{run}: name a run in a bucket as s3://BUCKET/PREFIX/RUN (or gs://...)")
     storage = f"{parent}?{query}" if query else parent
+    check_run_name(name, run)
     remote = RemoteRun(storage, name)
     try:
         if not remote.exists("spec.json"):
@@ -346,6 +401,20 @@ class _PushingReporter:
 
     def files_written(self) -> None:
         self.sync.push()
+
+
+def checkpoint_directory(ckpt: Any) -> str:
+    """A Ray checkpoint (tune/train `Checkpoint`) as a local directory, its files listed and
+    checked first (`safe_destination`): a checkpoint in a bucket is fetched only when every key
+    stays inside the folder it is fetched to."""
+    import pyarrow.fs as pafs
+
+    infos = ckpt.filesystem.get_file_info(pafs.FileSelector(ckpt.path, recursive=True, allow_not_found=True))
+    probe = Path(staging_root()) / "checkpoint-check"
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            safe_destination(probe, info.path[len(ckpt.path.rstrip("/")) + 1:], f"checkpoint {ckpt.path} {info.path!r}")
+    return ckpt.to_directory()
 
 
 def trial_sync(spec: Any, trial_id: str) -> TrialSync | None:

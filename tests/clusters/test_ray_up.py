@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.ray_cli import ray_cli
 import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -136,8 +138,6 @@ def node():
     (the whole namespace) and its files removed at teardown."""
     if os.geteuid() != 0:
         pytest.skip("needs root: it starts its own sshd (privilege separation) and `ray up` logs in as root")
-    if shutil.which("ray") is None:
-        pytest.skip("the `ray` command is not on PATH")
     if shutil.which("unshare") is None:
         pytest.skip("`unshare` (util-linux) is missing: without a PID namespace the YAML's `ray stop` would "
                     "kill every Ray process on this machine")
@@ -288,7 +288,7 @@ def test_ray_up_job_submit_and_ray_down_on_local_yaml(node, tmp_path):
     storage = node["tmp"] / "runs"  # the "shared" storage: node and test are one machine
     storage.mkdir()
     env = _host_env(node["tmp"])
-    ray = shutil.which("ray")
+    ray = ray_cli()
     # the client side of `ray job`: RAY_AUTH_MODE=token and the cluster's token (README, Security)
     job_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     job_ray = [str(node["venv"] / "bin" / "ray"), "job"]

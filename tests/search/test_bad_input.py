@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import shlex
 import socket
 import subprocess
 import sys
@@ -106,15 +107,95 @@ def _address(tmp: Path) -> list[str]:
     return ["--address", f"127.0.0.1:{_free_port()}"]
 
 
+# -- run-directory fixtures: a run spoilt one way, or held by another driver --------------------------
+def _trials(run: Path, n: int = 1) -> None:
+    for i in range(n):
+        (run / "trials" / f"t{i}").mkdir(parents=True)
+        (run / "trials" / f"t{i}" / "status.json").write_text(json.dumps({"status": "complete"}))
+
+
+def _orphan(resume: bool) -> Callable[[Path], list[str]]:
+    """A directory with trials and a journal but no spec.json."""
+    def setup(tmp: Path) -> list[str]:
+        run = tmp / "runs" / "orphan"
+        _trials(run)
+        (run / "study.journal").write_text("")
+        return ["--name", "orphan"] + (["--resume"] if resume else [])
+    return setup
+
+
+def _no_tune_state(tmp: Path) -> list[str]:
+    _trials(tmp / "runs" / "kept", 2)
+    return ["--name", "kept", "--resume"]
+
+
+def _fewer_trials(tmp: Path) -> list[str]:
+    _trials(tmp / "runs" / "kept", 3)
+    return ["--name", "kept", "--resume", "--trials", "2"]
+
+
+def _tune_state(spoil: str) -> Callable[[Path], list[str]]:
+    """The kept run with trials and Tune's state files, one of them spoilt: made writable by the
+    group, or cut off."""
+    def setup(tmp: Path) -> list[str]:
+        run = tmp / "runs" / "kept"
+        _trials(run)
+        (run / "tuner.pkl").write_bytes(pickle.dumps({"plain": "state"}))
+        state = run / "experiment_state-2026-01-01_00-00-00.json"
+        state.write_text(json.dumps({"trial_data": [], "runner_data": {}}))
+        if spoil == "group-writable":
+            os.chmod(run / "tuner.pkl", 0o664)
+        else:
+            state.write_text('{"trial_data": [["cut off')
+        return ["--name", "kept", "--resume"]
+    return setup
+
+
+def _lock(host: str, age: float) -> Callable[[Path], list[str]]:
+    """The kept run's lock, held (not renewed for `age` s) by a driver on `host`."""
+    def setup(tmp: Path) -> list[str]:
+        import time
+
+        (tmp / "runs" / ".kept.lock").write_text(json.dumps({"host": host, "pid": 4242, "since": "2026-01-01T00:00:00+00:00",
+                                                             "token": "theirs", "command": "python -m search.run ..."}))
+        os.utime(tmp / "runs" / ".kept.lock", (time.time() - age, time.time() - age))
+        return ["--name", "kept", "--resume"]
+    return setup
+
+
+def _marked_storage(tmp: Path) -> list[str]:
+    return ["--storage", str(tmp / "r[x]" / "a[/]b"), "--name", "ghost", "--resume"]
+
+
 SYN = ["--data", "synthetic", "--data-size", "tiny"]
+RESUME = ["--space", "gran_hbn", "--data", "synthetic"]
+# every numeric flag: NaN, infinities, out of range, shares of a core or GPU too small to place
+NUMERIC = {
+    "seed below 0": (["--seed", "-1"], "--seed must be a whole number from 0 to 2^32-1"),
+    "seed above 2^32-1": (["--seed", "4294967296"], "got 4294967296"),
+    "cpus NaN": (["--cpus-per-trial", "nan"], "--cpus-per-trial must be a finite number"),
+    "cpus inf": (["--cpus-per-trial", "inf"], "--cpus-per-trial must be a finite number"),
+    "cpus a tiny fraction": (["--cpus-per-trial", "0.00001"], "from 0.01 (100 trials per core) up; got 1e-05"),
+    "gpus NaN": (["--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number"),
+    "gpus inf": (["--gpus-per-trial", "inf"], "--gpus-per-trial must be a finite number"),
+    "gpus a tiny fraction": (["--gpus-per-trial", "0.001"], "a share of a GPU from 0.01"),
+    "node timeout NaN": (["--node-timeout", "nan"], "--node-timeout must be a finite number"),
+    "node timeout inf": (["--node-timeout", "inf"], "--node-timeout must be a finite number"),
+    "node timeout negative": (["--node-timeout", "-1"], "--node-timeout must be a number of seconds from 0"),
+    "retries negative": (["--retries", "-1"], "--retries must be a whole number from 0 to 10000"),
+    "trials too many": (["--trials", "1000001"], "--trials must be a whole number from 1 to 1000000"),
+    "workers too many": (["--workers-per-trial", "5000"], "--workers-per-trial must be a whole number from 1 to 4096"),
+    "workers without the cores": (["--workers-per-trial", "4", "--cpus-per-trial", "0.02"],
+                                  "is too little for 4 workers"),
+}
 CASES: dict[str, Case] = {
     "unknown space": Case(["--space", "nope"], "unknown space"),
     "unknown dataset": Case(["--space", "gran_hbn", "--data", "nope"], "unknown dataset"),
     "unknown budget": Case(["--space", "gran_hbn", *SYN, "--budget", "huge"], "its budgets: smoke, full"),
     "option of another space": Case(["--space", "gran_hbn", *SYN, "--objective", "latency"], "has no option --objective"),
     "bad option value": Case(["--space", "branchynet", *SYN, "--objective", "speed"], "not one of latency, flops, both"),
-    "zero trials": Case(["--space", "gran_hbn", *SYN, "--trials", "0"], "--trials must be >= 1"),
-    "negative cpus": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", "-1"], "--cpus-per-trial must be > 0"),
+    "zero trials": Case(["--space", "gran_hbn", *SYN, "--trials", "0"], "--trials must be a whole number from 1 to 1000000; got 0"),
+    "negative cpus": Case(["--space", "gran_hbn", *SYN, "--cpus-per-trial", "-1"], "--cpus-per-trial must be a number of cores from 0.01 (100 trials per core) up; got -1"),
     "bad run name": Case(["--space", "gran_hbn", *SYN, "--name", "a/b"], "run name"),
     "unknown scheduler (argparse)": Case(["--space", "gran_hbn", *SYN, "--scheduler", "pbt"], "invalid choice"),
     "resume without name": Case(["--space", "gran_hbn", *SYN, "--resume"], "--resume needs --name"),
@@ -122,7 +203,7 @@ CASES: dict[str, Case] = {
                                                 "no run 'ghost' to resume"),
     "new run with a taken name": Case(["--space", "gran_hbn", *SYN, "--name", "kept"], "exists: pick another --name"),
     "multi-GPU trial without GPUs": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "2"], "has no GPU; use --gpus-per-trial 0"),
-    "zero workers": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "0"], "--workers-per-trial must be >= 1"),
+    "zero workers": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "0"], "--workers-per-trial must be a whole number from 1 to 4096; got 0"),
     "workers sharing a GPU": Case(["--space", "gran_hbn", *SYN, "--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
                                   "each worker of a multi-worker trial takes one whole GPU"),
     "storage is a file": Case(["--space", "gran_hbn", *SYN], "is a file, not a directory", setup=_file_storage),
@@ -149,7 +230,32 @@ CASES: dict[str, Case] = {
                                             setup=_corrupt("study.journal", b'{"op_code": 0, "worker_id": "x", "study_na\n{{{\n')),
     "corrupt spec.json on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "spec.json cannot be read",
                                         setup=_corrupt("spec.json", b"{not json")),
-}
+    # a resume may not change what fixes the run's trials (the kept run: gran_hbn, synthetic, tiny, seed 7)
+    "resume changing the space": Case(["--space", "branchynet", "--data", "synthetic", "--name", "kept", "--resume"],
+                                      "--space: the run has gran_hbn, this command gives branchynet"),
+    "resume changing the seed": Case([*RESUME, "--name", "kept", "--resume", "--seed", "1"],
+                                     "--seed: the run has 7, this command gives 1"),
+    "resume changing the data size and the cores": Case(
+        [*RESUME, "--name", "kept", "--resume", "--data-size", "smoke", "--cpus-per-trial", "2"],
+        "--data-size: the run has tiny, this command gives smoke"),
+    "resume asking fewer trials than started": Case(RESUME, "has already started 3 trials", setup=_fewer_trials),
+    # a directory that holds a run's files but cannot be continued
+    "new run over trials without spec.json": Case(RESUME, "holds trials, study.journal but no spec.json",
+                                                  setup=_orphan(resume=False)),
+    "resume of trials without spec.json": Case(RESUME, "holds trials, study.journal but no spec.json",
+                                               setup=_orphan(resume=True)),
+    "resume with Tune's state missing": Case(RESUME, "Tune's state is missing", setup=_no_tune_state),
+    "resume with Tune's state writable by others": Case(RESUME, "writable by its group",
+                                                        setup=_tune_state("group-writable")),
+    "resume with Tune's state cut off": Case(RESUME, "experiment_state-2026-01-01_00-00-00.json do not read whole",
+                                             setup=_tune_state("cut-off")),
+    # one run, one driver: a lock renewed moments ago by a driver on another node
+    "run held by a driver on another node": Case(RESUME, "in use: held by another driver: host othernode, pid 4242",
+                                                 setup=_lock("othernode", 5)),
+    # what the user typed is printed verbatim (never rich markup)
+    "markup in a space name": Case(["--space", "gran[/]hbn[bold]"], "'gran[/]hbn[bold]'"),
+    "markup in a storage path": Case(RESUME, "r[x]/a[/]b/ghost/spec.json is missing", setup=_marked_storage),
+} | {f"numeric: {k}": Case(["--space", "gran_hbn", *SYN, *args], msg) for k, (args, msg) in NUMERIC.items()}
 _NEEDS_NO_GPU = {"device cuda without a GPU": Case(["--space", "gran_hbn", *SYN, "--device", "cuda"], "no CUDA GPU"),
                  "GPU fraction without a GPU": Case(["--space", "gran_hbn", *SYN, "--gpus-per-trial", "0.3"],
                                                     "no trial can ever be placed"),
@@ -182,6 +288,8 @@ class Outcome:
     stderr: str
     changed: bool  # any file under the case's folder added, removed or changed
     dirs: list[str]  # what the storage holds afterwards
+    dirs_before: list[str]  # what it held before (the kept run, and what the case's setup made)
+    command: list[str] = field(default_factory=list)  # as the user typed it
 
 
 def _run_case(name: str, tmp: Path) -> Outcome:
@@ -194,10 +302,11 @@ def _run_case(name: str, tmp: Path) -> Outcome:
     if "--storage" not in args:
         args += ["--storage", str(storage)]
     before = _snapshot(tmp)
+    dirs_before = sorted(q.name for q in storage.iterdir())
     p = subprocess.run([sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, env={**os.environ, **case.env})
+                       timeout=300, env={**os.environ, **case.env})
     return Outcome(p.returncode, p.stdout + p.stderr, p.stderr, _snapshot(tmp) != before,
-                   sorted(q.name for q in storage.iterdir()))
+                   sorted(q.name for q in storage.iterdir()), dirs_before, ["python3", "-m", "search.run", *args])
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +322,8 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
         with open(os.environ["BAD_INPUT_TABLE"], "w") as f:
             for name, o in results.items():
                 first = next((line for line in o.stderr.splitlines() if line.startswith("error")), o.stderr.strip()[:200])
-                f.write(json.dumps({"case": name, "exit": o.code, "message": first}) + "\n")
+                f.write(json.dumps({"case": name, "command": shlex.join(o.command), "env": CASES[name].env,
+                                    "exit": o.code, "message": first}) + "\n")
     return results
 
 
@@ -224,7 +334,7 @@ def test_bad_input(name, outcomes):
     assert case.message.lower() in " ".join(o.out.split()).lower(), o.out
     assert "Traceback" not in o.out, o.out
     assert not o.changed  # nothing written, nothing changed
-    assert o.dirs == ["kept"]  # no run directory made
+    assert o.dirs == o.dirs_before and "kept" in o.dirs  # no run directory made
 
 
 def test_help_works_even_with_a_broken_plugin():

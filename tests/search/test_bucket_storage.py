@@ -147,3 +147,58 @@ def test_cli_refuses_a_missing_bucket_and_a_missing_run_writing_nothing(s3, tmp_
     import pyarrow.fs as pafs
 
     assert fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) == []
+
+
+def _put_raw(s3, uri: str, key: str, body: bytes = b"payload") -> None:
+    """An object put with its key as is (boto3: no path normalisation), as anyone holding the
+    bucket's credentials could."""
+    import boto3
+
+    bucket, _, prefix = uri.split("://", 1)[1].split("?", 1)[0].partition("/")
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3.port}", region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=body)
+
+
+@pytest.mark.parametrize("key", ["r1/trials/t1/../../../../../escaped.txt", "r1/trials/t1//escaped.txt",
+                                 "r1/trials/t1/./escaped.txt"])
+def test_keys_that_would_escape_the_copy_are_refused_by_the_driver_and_the_trials(s3, tmp_path, key):
+    from trainables.storage import RunMirror, StorageError
+
+    uri = s3.bucket()
+    _put_raw(s3, uri, "r1/trials/t1/status.json", b"{}")
+    _put_raw(s3, uri, key)
+    remote = RemoteRun(uri, "r1")
+    copy = tmp_path / "a" / "b" / "c" / "d" / "copy"
+    with pytest.raises(StorageError, match=r"refused to fetch .*escaped\.txt.* outside this machine's copy"):
+        RunMirror(remote, copy).pull_trials()  # the driver's pull
+    with pytest.raises(StorageError, match="refused to fetch"):
+        TrialSync(remote, "t1", tmp_path / "node").pull()  # what a trial pulls
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_run_name_that_would_leave_the_staging_folder_is_refused(s3, tmp_path, monkeypatch):
+    from trainables.storage import StorageError, fetch_run
+
+    monkeypatch.setenv("EXITSEARCH_STAGING", str(tmp_path / "staging"))
+    for bad in ("..", "."):
+        with pytest.raises(StorageError, match="is not a run name"):
+            fetch_run(join_uri(s3.bucket(), bad))  # s3://BUCKET/runs/..?options
+    assert not (tmp_path / "staging").exists()
+
+
+def test_a_checkpoint_is_checked_before_it_is_fetched(s3, tmp_path):
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    from trainables.storage import StorageError, checkpoint_directory
+
+    uri = s3.bucket()
+    _put_raw(s3, uri, "r1/ckpt/state.pt")
+    fs, base = s3.fs(uri)
+    ok = Checkpoint(f"{base}/r1/ckpt", filesystem=fs)
+    assert (Path(checkpoint_directory(ok)) / "state.pt").read_bytes() == b"payload"
+    _put_raw(s3, uri, "r1/ckpt/../../../../../../../../tmp/escaped.txt")
+    with pytest.raises(StorageError, match="refused to fetch checkpoint"):
+        checkpoint_directory(Checkpoint(f"{base}/r1/ckpt", filesystem=fs))
+    assert isinstance(fs, pafs.FileSystem)

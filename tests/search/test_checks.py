@@ -103,6 +103,17 @@ def test_first_signal_at_start_up_raises_and_later_ones_are_recorded():
         stop.check()
 
 
+def test_signals_while_the_driver_module_loads_are_recorded_and_raised_by_check():
+    stop = StopRequest(phase="load")
+    stop._handle(signal.SIGINT, None)
+    stop._handle(signal.SIGINT, None)  # even a second one: no exception may escape a module import
+    assert stop.signum == signal.SIGINT and stop.count == 2
+    stop.phase = "start"  # what search.run's main does first, inside its handler
+    with pytest.raises(Interrupted) as e:
+        stop.check()
+    assert exit_code(e.value.signum) == 130
+
+
 def test_installed_handler_catches_a_real_sigint():
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

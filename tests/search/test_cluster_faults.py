@@ -29,11 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_cli import ray_cli
+
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 4  # one per node at first, and at least one left to start after the Ctrl-C
-RAY = shutil.which("ray")
+RAY = ray_cli()
 
 
 def _free_port() -> int:
@@ -81,8 +83,6 @@ def _kill_group(p: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 @pytest.fixture
 def cluster():
-    if RAY is None:
-        pytest.skip("the `ray` command is not on PATH")
     temp = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's socket paths must fit
     port = _free_port()
     address = f"127.0.0.1:{port}"

@@ -94,3 +94,25 @@ def test_a_resumed_trial_refuses_a_doctored_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(UnsafeFile, match="was not opened"):
         run_trial(gran_family(), {**TINY_CFG, "epochs": 2}, ctx)
     assert not marker.exists()
+
+
+def test_recalibrate_refuses_an_exit_cache_holding_pickled_objects(local_run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """An exit cache is arrays only: one that holds a pickled object is refused by name (numpy
+    allow_pickle=False), never read as "truncated or damaged", and its payload never runs."""
+    import numpy as np
+
+    run = Path(shutil.copytree(local_run, tmp_path / "run"))
+    trial = sorted(p for p in (run / "trials").iterdir() if (p / "exit_cache_calibration.npz").is_file())[0]
+    marker = tmp_path / "PAYLOAD_RAN"
+    cache = trial / "exit_cache_calibration.npz"
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    np.savez(cache, **arrays, extra=payload)  # allow_pickle on save: the object array is pickled in
+    p = subprocess.run([sys.executable, "-m", "search.recalibrate", str(run), "--no-report"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert f"{cache} was not opened: it holds pickled Python objects" in p.stderr, p.stderr
+    assert "truncated or damaged" not in p.stderr and "Traceback" not in p.stderr
+    assert not marker.exists()

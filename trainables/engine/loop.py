@@ -288,6 +288,10 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         if state.get("stage_stopped") or start_epoch >= plan.stages[start_stage].epochs:
             start_stage, start_epoch, state = start_stage + 1, 0, None  # the next stage starts afresh
     resumed_at = plan.offset(start_stage) + start_epoch if start_stage < len(plan.stages) else planned
+    if ckpt is not None and start_stage >= len(plan.stages) and (trial_dir / "points.json").is_file():
+        # the last epoch's checkpoint: the trial finished (its outcome is written before that checkpoint), and the run
+        # stopped before the search heard of it. A resume or retry that finds it ends it as it was: complete
+        return _already_complete(trial_dir, planned) if main else {}
 
     def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
         logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
@@ -301,6 +305,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         "seed": seed, "config": config, "plan": plan.describe(), "precision": precision.name,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
                        "pid": os.getpid(), "workers": world,
+                       "code": str(Path(__file__).resolve().parents[2]),  # where this trial's code was imported from
                        **({"backend": torch.distributed.get_backend()} if world > 1 else {})},
         "costs": {k: v.tolist() for k, v in costs.items()}, "references": references, "plain": plain,
         "resumed_from_epoch": resumed_at if ckpt is not None else None,
@@ -419,6 +424,19 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             if stop:
                 break
     return metrics
+
+
+def _already_complete(trial_dir: Path, planned: int) -> dict[str, Any]:
+    """A finished trial started again from its last checkpoint: its status says complete again,
+    and its last metrics are returned (Tune still holds its last report)."""
+    try:
+        status = json.loads((trial_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}
+    status.update(status="complete", epochs_done=planned)
+    status.pop("cut_short_by", None)
+    _write_status(trial_dir, status)
+    return {"epoch": planned, "fidelity": 1.0, **(status.get("signal") or {})}
 
 
 def _broadcast_flag(flag: bool, accelerator) -> bool:

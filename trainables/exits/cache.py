@@ -70,8 +70,9 @@ class ExitCache:
 
     @classmethod
     def load(cls, path: str | Path) -> ExitCache:
-        with np.load(path) as z:
-            d = {k: z[k] for k in z.files}
+        from trainables.safe_load import load_arrays
+
+        d = load_arrays(path)  # never unpickles: UnsafeFile naming the file if it asks to
         if "fine_logits" in d:  # the first release's two-level layout
             return cls(("fine", "coarse"), {"fine": d["fine_logits"], "coarse": d["coarse_logits"]},
                        {"fine": d["y_fine"], "coarse": d["y_coarse"]}, {"flops": d["exit_flops"]},
