@@ -42,13 +42,28 @@ def test_exits_vs_plain_benchmark():
 
 
 def test_dynamic_latency_benchmark(tmp_path):
+    import pyarrow.parquet as pq
+
     from search.local import run_local
     from search.spec import RunSpec
 
     run = run_local(RunSpec(space="tiny_branchy", data="synthetic", name="dl", storage=str(tmp_path), trials=1))
-    lines = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--images", "20", "--batch", "32", "--repeats", "1"])
-    assert lines[0]["plain_ms_batch1"] > 0 and lines[0]["dynamic_ms_batch1"] > 0
-    assert lines[1]["measured_speedup_batch1"] > 0 and lines[1]["predicted_speedup_latency"] > 0
+    lines = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--images", "10", "--batches", "2",
+                   "--rounds", "2", "--warmup-seconds", "0.1"])
+    *points, summary = lines
+    front = {r["point_id"] for r in pq.read_table(run / "results.parquet").to_pylist() if r["on_front"]}
+    assert {p["point_id"] for p in points} == front and summary["points"] == len(front)
+    for p in points:  # predicted and measured, batch 1 and batched, with their ratio and the speed-ups
+        assert p["predicted_ms_batch1"] > 0 and p["measured_ms_batch1"] > 0 and p["ratio_batch1"] > 0
+        assert p["predicted_ms_batched"] > 0 and p["measured_ms_batched"] > 0 and p["ratio_batched"] > 0
+        assert p["measured_speedup_batch1"] > 0 and p["speedup_flops"] > 0 and p["threads"] == 1
+    assert summary["default_point"] in front and 0 <= summary["beat_plain_batch1"] <= len(front)
+    one = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", points[0]["point_id"],
+                 "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0"])
+    assert [p["point_id"] for p in one[:-1]] == [points[0]["point_id"]]
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", "nope"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no complete point 'nope'" in bad.stderr
 
 
 @pytest.mark.slow
