@@ -210,6 +210,8 @@ def reference_latency(family: Family, data: DataInfo, device: torch.device, auto
         image = torch.zeros(1, data.channels, data.image_size, data.image_size, dtype=torch.uint8)
         for cfg in family.reference_configs:
             net = family.build_model(cfg, data).to(device)
+            if device.type == "cuda":
+                net = net.to(memory_format=torch.channels_last)
             best = max(best, float(measure_latency(net, data, image, batch_size=1, warmup=2, repeats=5,
                                                    autocast=autocast, channels_last=device.type == "cuda").exit_ms[-1]))
         _REFERENCE_LATENCY[key] = best
