@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["measure_pair", "warm_up"]
+__all__ = ["measure_arms", "measure_pair", "spread", "warm_up"]
 
 
 def warm_up(fns, seconds: float, min_calls: int = 3) -> None:
@@ -50,19 +50,26 @@ def warm_up(fns, seconds: float, min_calls: int = 3) -> None:
         n += 1
 
 
-def measure_pair(a, b, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarray, np.ndarray]:
-    """Time a(x) and b(x) for every x of `inputs` in `rounds` interleaved rounds (the one that goes
-    first alternates). Returns, per predictor, the mean over inputs of each input's time per image
-    (ms; `robust_ms` over rounds), shape (2,), and the round means per image, shape (rounds, 2)."""
+def measure_arms(fns, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarray, np.ndarray]:
+    """Time fn(x) for every fn of `fns` and every x of `inputs` in `rounds` interleaved rounds (for
+    each input the predictors take turns, the one that goes first rotating with the round and the
+    input). Returns, per predictor, the mean over inputs of each input's time per image (ms;
+    `robust_ms` over rounds), shape (n,), and the round means per image, shape (rounds, n)."""
     from trainables.engine.cost import robust_ms
 
-    ms = np.zeros((max(1, rounds), 2, len(inputs)))
+    n = len(fns)
+    ms = np.zeros((max(1, rounds), n, len(inputs)))
     for r in range(len(ms)):
         for i, x in enumerate(inputs):
-            order = (0, 1) if (r + i) % 2 == 0 else (1, 0)
-            for j in order:
-                ms[r, j, i] = timer((a, b)[j], x) / len(x)
+            for step in range(n):
+                j = (r + i + step) % n
+                ms[r, j, i] = timer(fns[j], x) / len(x)
     return robust_ms(ms).mean(axis=1), ms.mean(axis=2)
+
+
+def measure_pair(a, b, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarray, np.ndarray]:
+    """`measure_arms` of two predictors (the one that goes first alternates)."""
+    return measure_arms((a, b), inputs, rounds, timer)
 
 
 def spread(per_round: np.ndarray) -> float:
