@@ -14,7 +14,10 @@ each time every image and batch once with both predictors, interleaved (the orde
 a busy spell touches both alike; an image's (a batch's) time is the same robust statistic over
 rounds as the trial's own measurement (trainables/engine/cost.py `robust_ms`: the lower quartile). The spread
 (max - min over rounds of the round means, relative to their median) is printed, with a warning
-when it exceeds `--spread-warning`.
+when it exceeds `--spread-warning`. So is the spread of the trial's own measurement, the one the
+prediction comes from (status.json `latency.spread`: the largest interquartile range over its rounds
+of any timing, relative to the median), with a warning when it exceeds the same bound: a trial
+timed on a busy machine predicts from busy timings, and re-measuring it is the remedy.
 
     python -m benchmarks.dynamic_latency RUN_DIR [--point-id ID ...] [--images 200] [--batches 4]
         [--batch B] [--rounds 5] [--threads N] [--tolerance 0.1]
@@ -161,8 +164,16 @@ def main(argv: list[str] | None = None) -> None:
             "predicted_speedup_batch1": test.get("speedup_latency"), "speedup_flops": test.get("speedup_flops"),
             "spread_batch1": round(s1, 4), "spread_batched": round(sb, 4),
         }
+        trial_spread = measured_with.get("spread")
+        line["trial_spread"] = trial_spread
+        warnings = []
         if max(s1, sb) > args.spread_warning:
-            line["warning"] = f"rounds disagree by up to {max(s1, sb):.0%}: the machine was busy"
+            warnings.append(f"rounds disagree by up to {max(s1, sb):.0%}: the machine was busy")
+        if trial_spread is not None and float(trial_spread) > args.spread_warning:
+            warnings.append(f"the trial's own latency rounds disagreed by up to {float(trial_spread):.0%} (interquartile "
+                            "range / median): its prediction was measured on a busy machine")
+        if warnings:
+            line["warning"] = "; ".join(warnings)
             print(f"warning: {pid}: {line['warning']}", file=sys.stderr)
         out.append(line)
         print(json.dumps(line), flush=True)

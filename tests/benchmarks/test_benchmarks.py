@@ -64,6 +64,10 @@ def test_dynamic_latency_benchmark(tiny_run):
         assert p["predicted_ms_batch1"] > 0 and p["measured_ms_batch1"] > 0 and p["ratio_batch1"] > 0
         assert p["predicted_ms_batched"] > 0 and p["measured_ms_batched"] > 0 and p["ratio_batched"] > 0
         assert p["measured_speedup_batch1"] > 0 and p["speedup_flops"] > 0 and p["threads"] == 1
+        # the spread of the trial's own measurement, which the prediction comes from, is reported beside it
+        status = json.loads((run / "trials" / p["point_id"].split("/")[0] / "status.json").read_text())
+        assert p["trial_spread"] == status["latency"]["spread"]
+        assert ("its prediction was measured on a busy machine" in p.get("warning", "")) == (p["trial_spread"] > 0.10)
     assert summary["default_point"] in front and 0 <= summary["beat_plain_batch1"] <= len(front)
     one = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", points[0]["point_id"],
                  "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0"])
