@@ -39,6 +39,7 @@ at -1.5 pt; weighting the first branch 1.0 and the last 0.3 gave +1%.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,7 @@ from trainables.exits import (
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
 from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.cost import LATENCY
 from trainables.losses import GranularLoss, config_exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
 
@@ -192,6 +194,11 @@ NOTES = {
 }
 
 
+LATENCY_CONVENTION = dataclasses.replace(LATENCY, columns=(
+    "latency_ms", "latency_ms_batched", "latency_norm", "speedup_latency", "speedup_latency_batched", "speedup_realised",
+    "exit_latency_ms", "exit_latency_ms_batched", "plain_latency_ms", "plain_latency_ms_batched", "reference_latency_ms"))
+
+
 def declaration(objective: str) -> Declaration:
     costs = COST[objective]
     hv = ("accuracy", *(COST_NORM[c] for c in costs))
@@ -214,6 +221,7 @@ def declaration(objective: str) -> Declaration:
         hv_objectives=hv, hv_reference=(0.0,) + (1.0,) * len(costs),
         notes={**NOTES, "hypervolume": f"of ({', '.join(hv)}), reference point (0{', 1' * len(costs)})"},
         answer_metric="accuracy",
+        conventions=(LATENCY_CONVENTION,),
     )
 
 

@@ -184,3 +184,20 @@ def test_a_points_predicted_latency_is_made_of_the_calls_the_trial_timed(trained
     print("LATENCY REPORT (point, exit fractions, predicted / measured batch 1, batched)", report)
     for _, _, r1, rb in report:
         assert 1 / SAME_ORDER <= r1 <= SAME_ORDER and 1 / SAME_ORDER <= rb <= SAME_ORDER, report
+
+
+def test_branchynet_states_the_latency_convention_and_an_older_run_is_told_apart():
+    """Latency measured end to end is version 2 of a versioned convention (trainables/contract.py):
+    a run stored before it (segments timed alone and added up) is reported as not comparable."""
+    import dataclasses
+
+    from spaces.branchynet import declaration
+    from trainables.contract import convention_changes
+    from trainables.engine.cost import LATENCY
+
+    now = declaration("latency")
+    (latency,) = [c for c in now.conventions if c.name == LATENCY.name]
+    assert latency.version == 2 and {"latency_ms", "latency_ms_batched", "speedup_latency"} <= set(latency.columns)
+    assert convention_changes(now, now) == []
+    (msg,) = convention_changes(dataclasses.replace(now, conventions=()), now)
+    assert "states no version" in msg and "timed alone" in msg and "latency_ms" in msg

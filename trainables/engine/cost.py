@@ -50,11 +50,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from trainables.contract import Convention
 from trainables.data_info import DataInfo
 from trainables.exits import answer_at
 from trainables.models.early_exit import EarlyExitNet
 
-__all__ = ["ROBUST_QUANTILE", "LatencyCalls", "LatencyProfile", "Timer", "count_flops", "exit_flops", "expected_flops",
+__all__ = ["LATENCY", "ROBUST_QUANTILE", "LatencyCalls", "LatencyProfile", "Timer", "count_flops", "exit_flops", "expected_flops",
            "interleaved_rounds", "latency_calls", "measure_latency", "plain_cost", "robust_ms", "segment_flops"]
 
 
@@ -97,6 +98,23 @@ def plain_cost(stage: np.ndarray, head: np.ndarray) -> float:
 def expected_flops(exit_fraction: np.ndarray, flops_to_exit: np.ndarray) -> np.ndarray:
     """sum_k fraction[..., k] * flops[k]; broadcasts over leading dimensions of exit_fraction."""
     return np.asarray(exit_fraction, dtype=np.float64) @ np.asarray(flops_to_exit, dtype=np.float64)
+
+
+#: How latency is measured, a versioned convention a family declares with the columns computed with
+#: it (trainables/contract.py `Convention`): runs made under version 1 (those that state no version)
+#: are not comparable with runs made under version 2.
+LATENCY = Convention(
+    name="latency",
+    version=2,
+    definition="the trial's predictor (DynamicClassifier.predict) timed end to end, in sequence, with every image "
+               "answering at exit k, for each k, and without early exits; at batch 1 and per image of a batch; "
+               "interleaved rounds after warm-up, the lower quartile over rounds; CUDA events on a GPU; a point's "
+               "latency = sum over exits of (fraction leaving there) x (time to that exit)",
+    unversioned="version 1: each segment (stages, then an exit's heads and decision) timed alone, median of repeats, "
+                "and the times added up; 13% to 77% below the time of the predictor at batch 1 on 2 CPU cores "
+                "(issue 16); no network without early exits among the points. Recalibration cannot bring such a run to "
+                "version 2 (its caches hold version-1 timings and no plain network): re-run it",
+)
 
 
 class LatencyProfile(NamedTuple):
