@@ -19,8 +19,15 @@ prediction comes from (status.json `latency.spread`: the largest interquartile r
 of any timing, relative to the median), with a warning when it exceeds the same bound: a trial
 timed on a busy machine predicts from busy timings, and re-measuring it is the remedy.
 
+`--retime` also separates the model from the machine's mood: the trial's own calls (the predictor
+answering at each exit, `trainables.engine.cost.latency_calls`, as the trial timed them) are timed
+again, in the same interleaved rounds as the point's calls, and the prediction made from those
+timings is compared with the point's measured time (`retimed_ratio_batch1`, `retimed_ratio_batched`).
+A trial measured on a busy machine (or a quiet one, timed now on a busy one) moves `ratio_*`, not
+`retimed_ratio_*`, which is off only where predicting a point from its per-exit times is.
+
     python -m benchmarks.dynamic_latency RUN_DIR [--point-id ID ...] [--images 200] [--batches 4]
-        [--batch B] [--rounds 5] [--threads N] [--tolerance 0.1]
+        [--batch B] [--rounds 5] [--threads N] [--tolerance 0.1] [--retime]
 
 Prints one JSON line per point (predicted and measured ms, their ratio predicted / measured at
 batch 1 and batched, the measured speed-up over the plain network, the FLOPs speed-up), a summary
@@ -31,6 +38,7 @@ points beat the plain network in measured time), then the same as a table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -41,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["measure_arms", "measure_pair", "spread", "warm_up"]
+__all__ = ["measure_arms", "measure_pair", "retimed_prediction", "spread", "warm_up"]
 
 
 def warm_up(fns, seconds: float, min_calls: int = 3) -> None:
@@ -75,6 +83,39 @@ def measure_pair(a, b, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarra
     return measure_arms((a, b), inputs, rounds, timer)
 
 
+def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds: int, timer) -> dict[str, float]:
+    """The point's calls and the trial's own per-exit calls (`latency_calls` on the point's network, at
+    its precision), all timed in the same interleaved rounds (`interleaved_rounds`, lower quartile per
+    call). Returns, at batch 1 and batched, the point's measured time per image (mean over inputs) and
+    the prediction made from the per-exit calls' times (each input: its exits' times weighted by the
+    share of its images leaving there)."""
+    from trainables.engine.cost import interleaved_rounds, latency_calls, robust_ms
+
+    batch = len(batches[0])
+    engine = latency_calls(clf.model, data, batches[0], batch_size=batch, autocast=clf.autocast,
+                           channels_last=clf.channels_last)
+    K = engine.n_exits
+    calls = list(engine.calls)  # [batch 1, batched] x [exits, plain]
+    inputs = []  # (batched, images in the input, the point's call column, the per-exit columns, weights)
+    for b, xs in ((0, singles), (1, batches)):
+        if b >= len(engine.sizes):
+            continue  # a batch of one image is batch 1
+        for x in xs:
+            exits = np.asarray(clf.predict(x).exit)
+            ks = [K] if clf.without_exits else sorted(set(exits.tolist()))
+            w = [1.0] if clf.without_exits else [float(np.mean(exits == k)) for k in ks]
+            inputs.append((b, len(x), len(calls), [b * (K + 1) + k for k in ks], w))
+            calls.append(functools.partial(clf.predict, x))
+    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1))
+    out = {}
+    for b, name in ((0, "batch1"), (1, "batched")):
+        mine = [(ms[c] / n, float(np.dot(ms[cols], w)) / engine.sizes[b]) for bb, n, c, cols, w in inputs if bb == b]
+        if mine:
+            measured, predicted = np.mean(mine, axis=0)
+            out[f"measured_{name}"], out[f"predicted_{name}"] = float(measured), float(predicted)
+    return out
+
+
 def spread(per_round: np.ndarray) -> float:
     """(max - min) / median of the round means, the larger of the two predictors'."""
     med = np.median(per_round, axis=0)
@@ -98,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the trial's, as it measured)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tolerance", type=float, default=0.10, help="|predicted / measured - 1| counted as agreeing")
+    ap.add_argument("--retime", action="store_true",
+                    help="also time the trial's per-exit calls again beside the point's, and compare that prediction")
     ap.add_argument("--spread-warning", type=float, default=0.10, help="warn when rounds disagree by more than this")
     args = ap.parse_args(argv)
 
@@ -164,6 +207,15 @@ def main(argv: list[str] | None = None) -> None:
             "predicted_speedup_batch1": test.get("speedup_latency"), "speedup_flops": test.get("speedup_flops"),
             "spread_batch1": round(s1, 4), "spread_batched": round(sb, 4),
         }
+        if args.retime:
+            from trainables.data_info import DataInfo
+
+            again = retimed_prediction(clf, DataInfo.of(ds), singles, batches, args.rounds, timer)
+            for name in ("batch1", "batched"):
+                if f"measured_{name}" in again:
+                    line[f"retimed_predicted_ms_{name}"] = round(again[f"predicted_{name}"], 5)
+                    line[f"retimed_measured_ms_{name}"] = round(again[f"measured_{name}"], 5)
+                    line[f"retimed_ratio_{name}"] = _ratio(again[f"predicted_{name}"], again[f"measured_{name}"])
         trial_spread = measured_with.get("spread")
         line["trial_spread"] = trial_spread
         warnings = []

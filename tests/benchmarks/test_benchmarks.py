@@ -70,8 +70,12 @@ def test_dynamic_latency_benchmark(tiny_run):
         assert ("its prediction was measured on a busy machine" in p.get("warning", "")) == (p["trial_spread"] > 0.10)
     assert summary["default_point"] in front and 0 <= summary["beat_plain_batch1"] <= len(front)
     one = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", points[0]["point_id"],
-                 "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0"])
+                 "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0", "--retime"])
     assert [p["point_id"] for p in one[:-1]] == [points[0]["point_id"]]
+    for k in ("batch1", "batched"):  # --retime: the trial's per-exit calls timed again beside the point's
+        p = one[0]
+        assert p[f"retimed_predicted_ms_{k}"] > 0 and p[f"retimed_measured_ms_{k}"] > 0
+        assert p[f"retimed_ratio_{k}"] == pytest.approx(p[f"retimed_predicted_ms_{k}"] / p[f"retimed_measured_ms_{k}"], rel=0.01)
     bad = subprocess.run([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", "nope"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no complete point 'nope'" in bad.stderr

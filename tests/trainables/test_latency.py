@@ -201,3 +201,34 @@ def test_branchynet_states_the_latency_convention_and_an_older_run_is_told_apart
     assert convention_changes(now, now) == []
     (msg,) = convention_changes(dataclasses.replace(now, conventions=()), now)
     assert "states no version" in msg and "timed alone" in msg and "latency_ms" in msg
+
+
+def test_the_benchmark_retimes_the_trials_own_calls_beside_the_points(trained):
+    """`benchmarks.dynamic_latency --retime`: every per-exit call the trial timed, and the point's own
+    call on each input, go through the same timer in the same rounds; with every call taking the same
+    time, the prediction equals the measurement exactly (weights sum to one, per-image scaling agrees)."""
+    from benchmarks.dynamic_latency import retimed_prediction
+    from trainables.data import get_dataset
+    from trainables.dynamic import data_info
+    from trainables.safe_load import load_torch
+
+    family, d = trained
+    data = data_info(load_torch(d / "model.pt"))
+    images = get_dataset("synthetic", size="tiny").test.images
+    mixed = next(p for p in json.loads((d / "points.json").read_text())["points"]
+                 if p["split"] == "calibration" and max(p["exit_fraction"]) < 0.9)
+    clf = family.predictor(mixed, d / "model.pt")
+    timed = []
+
+    def timer(fn):
+        timed.append(fn)
+        fn()
+        return 2.0
+
+    singles, batches = [images[i: i + 1] for i in range(3)], [images[:32], images[32:64]]
+    got = retimed_prediction(clf, data, singles, batches, rounds=2, timer=timer)
+    K = clf.model.n_exits
+    assert len(timed) == 2 * (2 * (K + 1) + len(singles) + len(batches))  # every call once a round, two rounds
+    assert sum(getattr(f, "func", None) == clf.predict for f in timed) == 2 * (len(singles) + len(batches))
+    assert got["measured_batch1"] == pytest.approx(2.0) and got["predicted_batch1"] == pytest.approx(2.0)
+    assert got["measured_batched"] == pytest.approx(2.0 / 32) and got["predicted_batched"] == pytest.approx(2.0 / 32)
