@@ -74,6 +74,7 @@ def dynamic_inference(run_dir: Path, images: int, batch: int, rounds: int, warmu
     model = clf.model
     exits_off = copy.copy(clf)  # the same predictor (network, precision, costs), no early exit ever taken
     exits_off.thresholds = _final_exit_thresholds(len(model.levels), model.n_exits)
+    exits_off.without_exits = False  # its early heads run even when the default point is the plain network
     arms = {"dynamic": clf.predict, "plain": plain.predict, "exits_off": exits_off.predict}
 
     test = ds.test.images
