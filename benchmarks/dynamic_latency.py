@@ -106,7 +106,8 @@ def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds
             w = [1.0] if clf.without_exits else [float(np.mean(exits == k)) for k in ks]
             inputs.append((b, len(x), len(calls), [b * (K + 1) + k for k in ks], w))
             calls.append(functools.partial(clf.predict, x))
-    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1))
+    groups = [[*engine.groups[b], *(c for bb, _, c, _, _ in inputs if bb == b)] for b in range(len(engine.sizes))]
+    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups))  # batch 1 apart from batches
     out = {}
     for b, name in ((0, "batch1"), (1, "batched")):
         mine = [(ms[c] / n, float(np.dot(ms[cols], w)) / engine.sizes[b]) for bb, n, c, cols, w in inputs if bb == b]

@@ -44,6 +44,24 @@ def test_interleaved_rounds_time_every_call_once_a_round_in_a_rotating_order():
     assert ms.shape == (4, 3) and (ms == [1.0, 2.0, 3.0]).all()  # each call's time lands in its own column
 
 
+def test_grouped_rounds_time_each_group_apart_after_an_untimed_call_of_its_own():
+    """Batch-1 calls are not timed right after a batch (cold caches): each group runs on its own,
+    in its own rotating order, after one untimed call of its first member."""
+    calls, order = [], []
+    fns = [lambda i=i: calls.append(i) for i in range(4)]
+
+    def timer(fn):
+        fn()
+        order.append(calls[-1])
+        return 1.0
+
+    interleaved_rounds(fns, timer, rounds=2, warmup=1, groups=[[0, 1], [2, 3]])
+    assert calls[4:] == [0, 0, 1, 2, 2, 3, 0, 1, 0, 2, 3, 2]  # primer, group 0; primer, group 1; next round rotated
+    assert order == [0, 1, 2, 3, 1, 0, 3, 2]
+    with pytest.raises(ValueError, match="exactly once"):
+        interleaved_rounds(fns, timer, rounds=1, warmup=1, groups=[[0, 1], [1, 2, 3]])
+
+
 def test_the_reported_figure_ignores_a_busy_spell():
     """Other work only slows a call down: a quarter of the rounds caught in a busy spell does not
     move the figure, where the mean would move by half."""
@@ -171,7 +189,9 @@ def test_a_points_predicted_latency_is_made_of_the_calls_the_trial_timed(trained
                 weights = [1.0] if row["plain"] else [float(np.mean(exits == k)) for k in ks]
                 pairs.append((row["point_id"], batched, len(calls), [len(calls) + 1 + i for i in range(len(ks))], weights))
                 calls += [functools.partial(clf.predict, x), *(engine.calls[(K + 1) * batched + k] for k in ks)]
-    ms = robust_ms(interleaved_rounds(calls, Timer(torch.device("cpu")), ROUNDS, warmup=1))
+    # batch 1 apart from batches, as the trial times them (each input's calls are its own columns)
+    groups = [[c for pid, b, c0, cols, w in pairs if b == batched for c in (c0, *cols)] for batched in (False, True)]
+    ms = robust_ms(interleaved_rounds(calls, Timer(torch.device("cpu")), ROUNDS, warmup=1, groups=groups))
     assert ms.shape == (len(calls),) and (ms > 0).all()
     report = []
     for row in chosen:

@@ -21,7 +21,9 @@ network without early exits (every stage, then the last exit's heads only) is ti
 20-60% short of the same pieces run in sequence on 2 CPU cores: issue 16.)
 
 Every timing is repeated in interleaved rounds (each round times every exit and the plain network
-once, in a rotating order, so a busy spell of the machine touches them alike) after warm-up; the
+once, in a rotating order, so a busy spell of the machine touches them alike; the batch-1 calls and
+the batched ones as two groups, each after an untimed call of its own, so that no batch-1 call is
+timed with caches a batch has just made cold) after warm-up; the
 figure is the lower quartile over rounds (`robust_ms`), and the rounds' spread is kept. Other work
 on the machine only ever slows a call down, so a busy spell is an upper outlier: the lower quartile
 ignores it as long as three rounds in four are clear of it (the median needs one in two), yet it
@@ -202,18 +204,30 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3
 
 
-def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, rounds: int, warmup: int) -> np.ndarray:
+def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, rounds: int, warmup: int,
+                       groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """(rounds, len(calls)) milliseconds: `warmup` untimed calls of each, then `rounds` rounds that
-    time every call once, each round starting one call further on (so no call always runs first)."""
+    time every call once, each round starting one call further on (so no call always runs first).
+
+    `groups` (lists of call indices, together every call once) are timed one after the other within
+    a round, each in its own rotating order and after one untimed call of its first member: a call at
+    batch 1 is then never timed right after a batch of 128 images, whose traffic leaves the caches
+    cold (on 2 CPU cores that made a ~0.7 ms exit read ~40% slow; issue 16). Default: one group."""
     for _ in range(max(1, warmup)):
         for fn in calls:
             fn()
-    n = len(calls)
-    out = np.zeros((max(1, rounds), n))
+    groups = [list(range(len(calls)))] if groups is None else [list(g) for g in groups if len(g)]
+    if sorted(i for g in groups for i in g) != list(range(len(calls))):
+        raise ValueError("groups must hold every call exactly once")
+    out = np.zeros((max(1, rounds), len(calls)))
     for r in range(len(out)):
-        for i in range(n):
-            j = (r + i) % n
-            out[r, j] = timer(calls[j])
+        for g in groups:
+            if len(groups) > 1:
+                calls[g[0]]()  # untimed: the group's calls start from its own working set
+            n = len(g)
+            for i in range(n):
+                j = g[(r + i) % n]
+                out[r, j] = timer(calls[j])
     return out
 
 
@@ -225,6 +239,12 @@ class LatencyCalls(NamedTuple):
     sizes: list[int]  # images per call: [1] or [1, batch]
     n_exits: int
     device: torch.device
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """The calls' indices by batch size (batch 1, then the batch): timed as groups (`interleaved_rounds`)."""
+        n = self.n_exits + 1
+        return [list(range(b * n, (b + 1) * n)) for b in range(len(self.sizes))]
 
     def profile(self, ms: np.ndarray) -> LatencyProfile:
         """The profile of timings `ms` (rounds, len(calls)) of these calls."""
@@ -268,6 +288,6 @@ def measure_latency(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *
     was_training = model.training
     try:
         timed = latency_calls(model, data, images, batch_size=batch_size, autocast=autocast, channels_last=channels_last)
-        return timed.profile(interleaved_rounds(timed.calls, Timer(timed.device), repeats, warmup))
+        return timed.profile(interleaved_rounds(timed.calls, Timer(timed.device), repeats, warmup, timed.groups))
     finally:
         model.train(was_training)
