@@ -1,93 +1,261 @@
-"""Measured dynamic-inference latency of a run's chosen operating point, against the same network
-with no early exit, beside what the run predicted from its per-exit timings.
+"""Predicted against measured latency of a run's front points: the predictor a user loads, timed end
+to end on the run's test images, beside the network without early exits.
 
-The results table's latency columns are predictions: per-exit stage and branch times measured
-once per trial, weighted by the point's exit fractions. This times the real thing in one
-command: `DynamicClassifier.predict` at the point's thresholds (samples leave the batch at their
-exit) and the plain network (every stage, then only the last exit's head), on the run's own test
-images: at batch 1, each image's median over `repeats` calls, averaged over the images (an
-expectation over the images, like the prediction: images that exit early are cheaper); batched,
-the median time per image of whole batches.
+A point's predicted latency is what its trial measured (trainables/engine/cost.py: the predictor
+timed answering at each exit) weighted by where the timed images leave: at batch 1 the mean over
+the images of the time to each one's exit, batched the same with the per-image time of a batch.
+This times the real thing: `load_operating_point(run, point_id).predict` and the plain network
+(`DynamicClassifier(..., without_exits=True)`, the trial's `plain` point) at batch 1 on each of
+`--images` test images, and on `--batches` batches of `--batch` test images (samples leave the
+batch at their exits), in the trial's thread count.
 
-    python -m benchmarks.dynamic_latency RUN_DIR [--point-id ID] [--images 500] [--batch 256]
+Robust to a busy machine: after warm-up (at least `--warmup-seconds` of calls), `--rounds` rounds
+each time every image and batch once with both predictors, interleaved (the order alternates), so
+a busy spell touches both alike; an image's (a batch's) time is the same robust statistic over
+rounds as the trial's own measurement (trainables/engine/cost.py `robust_ms`: the lower quartile). The spread
+(max - min over rounds of the round means, relative to their median) is printed, with a warning
+when it exceeds `--spread-warning`. So is the spread of the trial's own measurement, the one the
+prediction comes from (status.json `latency.spread`: the largest interquartile range over its rounds
+of any timing, relative to the median), with a warning when it exceeds the same bound: a trial
+timed on a busy machine predicts from busy timings, and re-measuring it is the remedy.
 
-Prints JSON lines; `measured_speedup_*` is plain time / dynamic time, `predicted_speedup_latency`
-the run's own figure for the same point (test split).
+`--retime` also separates the model from the machine's mood: the trial's own calls (the predictor
+answering at each exit, `trainables.engine.cost.latency_calls`, as the trial timed them) are timed
+again, in the same interleaved rounds as the point's calls, and the prediction made from those
+timings is compared with the point's measured time (`retimed_ratio_batch1`, `retimed_ratio_batched`).
+A trial measured on a busy machine (or a quiet one, timed now on a busy one) moves `ratio_*`, not
+`retimed_ratio_*`, which is off only where predicting a point from its per-exit times is.
+
+    python -m benchmarks.dynamic_latency RUN_DIR [--point-id ID ...] [--images 200] [--batches 4]
+        [--batch B] [--rounds 5] [--threads N] [--tolerance 0.1] [--retime]
+
+Prints one JSON line per point (predicted and measured ms, their ratio predicted / measured at
+batch 1 and batched, the measured speed-up over the plain network, the FLOPs speed-up), a summary
+line (how many points are within `--tolerance`, the default point's measured speed-up, how many
+points beat the plain network in measured time), then the same as a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+__all__ = ["measure_arms", "measure_pair", "retimed_prediction", "spread", "warm_up"]
 
-def _per_image_ms(fn, batches: list[torch.Tensor], repeats: int) -> float:
-    """Mean over the batches of each batch's median time (over `repeats` calls), per image."""
-    per_batch = []
-    for x in batches:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t)
-        per_batch.append(float(np.median(times)) / len(x))
-    return float(np.mean(per_batch)) * 1e3
+
+def warm_up(fns, seconds: float, min_calls: int = 3) -> None:
+    """Call every fn at least `min_calls` times, and on until `seconds` have passed."""
+    t0, n = time.perf_counter(), 0
+    while n < min_calls or time.perf_counter() - t0 < seconds:
+        for fn in fns:
+            fn()
+        n += 1
+
+
+def measure_arms(fns, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarray, np.ndarray]:
+    """Time fn(x) for every fn of `fns` and every x of `inputs` in `rounds` interleaved rounds (for
+    each input the predictors take turns, the one that goes first rotating with the round and the
+    input). Returns, per predictor, the mean over inputs of each input's time per image (ms;
+    `robust_ms` over rounds), shape (n,), and the round means per image, shape (rounds, n)."""
+    from trainables.engine.cost import robust_ms
+
+    n = len(fns)
+    ms = np.zeros((max(1, rounds), n, len(inputs)))
+    for r in range(len(ms)):
+        for i, x in enumerate(inputs):
+            for step in range(n):
+                j = (r + i + step) % n
+                ms[r, j, i] = timer(fns[j], x) / len(x)
+    return robust_ms(ms).mean(axis=1), ms.mean(axis=2)
+
+
+def measure_pair(a, b, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarray, np.ndarray]:
+    """`measure_arms` of two predictors (the one that goes first alternates)."""
+    return measure_arms((a, b), inputs, rounds, timer)
+
+
+def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds: int, timer) -> dict[str, float]:
+    """The point's calls and the trial's own per-exit calls (`latency_calls` on the point's network, at
+    its precision), all timed in the same interleaved rounds (`interleaved_rounds`, lower quartile per
+    call). Returns, at batch 1 and batched, the point's measured time per image (mean over inputs) and
+    the prediction made from the per-exit calls' times (each input: its exits' times weighted by the
+    share of its images leaving there)."""
+    from trainables.engine.cost import interleaved_rounds, latency_calls, robust_ms
+
+    batch = len(batches[0])
+    engine = latency_calls(clf.model, data, batches[0], batch_size=batch, autocast=clf.autocast,
+                           channels_last=clf.channels_last)
+    K = engine.n_exits
+    calls = list(engine.calls)  # [batch 1, batched] x [exits, plain]
+    inputs = []  # (batched, images in the input, the point's call column, the per-exit columns, weights)
+    for b, xs in ((0, singles), (1, batches)):
+        if b >= len(engine.sizes):
+            continue  # a batch of one image is batch 1
+        for x in xs:
+            exits = np.asarray(clf.predict(x).exit)
+            ks = [K] if clf.without_exits else sorted(set(exits.tolist()))
+            w = [1.0] if clf.without_exits else [float(np.mean(exits == k)) for k in ks]
+            inputs.append((b, len(x), len(calls), [b * (K + 1) + k for k in ks], w))
+            calls.append(functools.partial(clf.predict, x))
+    groups = [[*engine.groups[b], *(c for bb, _, c, _, _ in inputs if bb == b)] for b in range(len(engine.sizes))]
+    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups))  # batch 1 apart from batches
+    out = {}
+    for b, name in ((0, "batch1"), (1, "batched")):
+        mine = [(ms[c] / n, float(np.dot(ms[cols], w)) / engine.sizes[b]) for bb, n, c, cols, w in inputs if bb == b]
+        if mine:
+            measured, predicted = np.mean(mine, axis=0)
+            out[f"measured_{name}"], out[f"predicted_{name}"] = float(measured), float(predicted)
+    return out
+
+
+def spread(per_round: np.ndarray) -> float:
+    """(max - min) / median of the round means, the larger of the two predictors'."""
+    med = np.median(per_round, axis=0)
+    return float(np.max((per_round.max(axis=0) - per_round.min(axis=0)) / np.maximum(med, 1e-12)))
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(float(a) / float(b), 4) if b > 0 else math.nan
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dynamic_latency", description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--point-id", default=None, help="an operating point of results.parquet (default: the space's rule)")
-    ap.add_argument("--images", type=int, default=500, help="test images timed at batch 1")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (trials ran with --cpus-per-trial of them)")
+    ap.add_argument("--point-id", action="append", default=None,
+                    help="an operating point of results.parquet (repeatable; default: every global-front point)")
+    ap.add_argument("--images", type=int, default=200, help="test images timed one by one (batch 1)")
+    ap.add_argument("--batches", type=int, default=4, help="batches of test images timed")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the trial's measurement batch)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every image and batch")
+    ap.add_argument("--warmup-seconds", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the trial's, as it measured)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tolerance", type=float, default=0.10, help="|predicted / measured - 1| counted as agreeing")
+    ap.add_argument("--retime", action="store_true",
+                    help="also time the trial's per-exit calls again beside the point's, and compare that prediction")
+    ap.add_argument("--spread-warning", type=float, default=0.10, help="warn when rounds disagree by more than this")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
 
-    from search.load import load_operating_point
+    from reports.schema import read_results
+    from search.load import choose_point, load_operating_point
+    from trainables.contract import Declaration
     from trainables.data import get_dataset
+    from trainables.engine.cost import Timer
+    from trainables.exits import PLAIN
 
-    spec = json.loads((args.run_dir / "spec.json").read_text())
-    clf = load_operating_point(args.run_dir, args.point_id)
+    run = args.run_dir
+    spec = json.loads((run / "spec.json").read_text())
+    decl = Declaration.from_dict(spec["declaration"])
+    rows = read_results(run).to_pylist()
+    calib = {r["point_id"]: r for r in rows if r.get("split") == "calibration" and r.get("status") == "complete"}
+    front = [r for r in calib.values() if r.get("on_front") and not r.get("reference")]
+    wanted = args.point_id or [r["point_id"] for r in sorted(front, key=lambda r: (r.get("latency_ms") or 0.0, r["point_id"]))]
+    unknown = [p for p in wanted if p not in calib]
+    if unknown:
+        print(f"error: no complete point {unknown[0]!r} in {run}/results.parquet", file=sys.stderr)
+        raise SystemExit(2)
+    plain_of = {r["trial_id"]: r["point_id"] for r in calib.values() if r.get(PLAIN)}
+    missing = sorted({calib[p]["trial_id"] for p in wanted} - set(plain_of))
+    if missing:
+        print(f"error: trial {missing[0]} has no plain point (a run made before plain points existed): re-run it",
+              file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        default_id = choose_point(rows, decl)["point_id"]
+    except ValueError:
+        default_id = None
+
     ds = get_dataset(spec["data"], spec.get("data_root"), seed=spec["seed"], size=spec["budget_detail"]["data_size"])
     images = ds.test.images
-    segments = clf.segments
+    device = torch.device(args.device)
+    timer = Timer(device)
+    out = []
+    for pid in wanted:
+        row = calib[pid]
+        status = json.loads((run / "trials" / row["trial_id"] / "status.json").read_text())
+        measured_with = status.get("latency") or {}
+        torch.set_num_threads(args.threads or int(measured_with.get("threads") or 1))
+        batch = args.batch or int(measured_with.get("batch_size") or 128)
+        clf = load_operating_point(run, pid, device=args.device)
+        plain = load_operating_point(run, plain_of[row["trial_id"]], device=args.device)
+        singles = [images[i: i + 1] for i in range(min(args.images, len(images)))]
+        batches = [images[i: i + batch] for i in range(0, len(images) - batch + 1, batch)][: args.batches] or [images[:batch]]
+        warm_up([lambda: clf.predict(singles[0]), lambda: plain.predict(singles[0]),
+                 lambda: clf.predict(batches[0]), lambda: plain.predict(batches[0])], args.warmup_seconds)
+        m1, r1 = measure_pair(clf.predict, plain.predict, singles, args.rounds, timer)
+        mb, rb = measure_pair(clf.predict, plain.predict, batches, args.rounds, timer)
+        # what the trial's measurement predicts for these very images: each one's time to its exit
+        p1 = float(np.mean([clf.predict(x).cost["latency_ms"].mean() for x in singles]))
+        pb = float(np.mean([clf.predict(x).cost["latency_ms_batched"].mean() for x in batches]))
+        test = clf.point.get("test") or {}
+        s1, sb = spread(r1), spread(rb)
+        line = {
+            "point_id": pid, "policy": row.get("policy"), "default": pid == default_id,
+            "accuracy_test": test.get("accuracy"), "threads": torch.get_num_threads(), "batch": batch,
+            "predicted_ms_batch1": round(p1, 4), "measured_ms_batch1": round(float(m1[0]), 4), "ratio_batch1": _ratio(p1, m1[0]),
+            "predicted_ms_batched": round(pb, 5), "measured_ms_batched": round(float(mb[0]), 5), "ratio_batched": _ratio(pb, mb[0]),
+            "plain_ms_batch1": round(float(m1[1]), 4), "plain_ms_batched": round(float(mb[1]), 5),
+            "measured_speedup_batch1": _ratio(m1[1], m1[0]), "measured_speedup_batched": _ratio(mb[1], mb[0]),
+            "predicted_speedup_batch1": test.get("speedup_latency"), "speedup_flops": test.get("speedup_flops"),
+            "spread_batch1": round(s1, 4), "spread_batched": round(sb, 4),
+        }
+        if args.retime:
+            from trainables.data_info import DataInfo
 
-    @torch.no_grad()
-    def plain(x: torch.Tensor) -> torch.Tensor:
-        h = (x.float() - clf.mean) / clf.std
-        for stages, _ in segments:
-            h = stages(h)
-        return segments[-1][1](h)[0]
+            again = retimed_prediction(clf, DataInfo.of(ds), singles, batches, args.rounds, timer)
+            for name in ("batch1", "batched"):
+                if f"measured_{name}" in again:
+                    line[f"retimed_predicted_ms_{name}"] = round(again[f"predicted_{name}"], 5)
+                    line[f"retimed_measured_ms_{name}"] = round(again[f"measured_{name}"], 5)
+                    line[f"retimed_ratio_{name}"] = _ratio(again[f"predicted_{name}"], again[f"measured_{name}"])
+        trial_spread = measured_with.get("spread")
+        line["trial_spread"] = trial_spread
+        warnings = []
+        if max(s1, sb) > args.spread_warning:
+            warnings.append(f"rounds disagree by up to {max(s1, sb):.0%}: the machine was busy")
+        if trial_spread is not None and float(trial_spread) > args.spread_warning:
+            warnings.append(f"the trial's own latency rounds disagreed by up to {float(trial_spread):.0%} (interquartile "
+                            "range / median): its prediction was measured on a busy machine")
+        if warnings:
+            line["warning"] = "; ".join(warnings)
+            print(f"warning: {pid}: {line['warning']}", file=sys.stderr)
+        out.append(line)
+        print(json.dumps(line), flush=True)
 
-    singles = [images[i : i + 1] for i in range(min(args.images, len(images)))]
-    batches = [images[i : i + args.batch] for i in range(0, len(images) - args.batch + 1, args.batch)] or [images]
-    for fn in (plain, clf.predict):  # warm-up
-        fn(singles[0])
-        fn(batches[0])
-    out = {
-        "plain_ms_batch1": _per_image_ms(plain, singles, args.repeats),
-        "dynamic_ms_batch1": _per_image_ms(clf.predict, singles, args.repeats),
-        "plain_ms_batched": _per_image_ms(plain, batches, args.repeats),
-        "dynamic_ms_batched": _per_image_ms(clf.predict, batches, args.repeats),
-    }
-    test = clf.point.get("test") or {}
-    print(json.dumps({"run": str(args.run_dir), "point_id": test.get("point_id"), "policy": test.get("policy"),
-                      "test_images": len(images), "batch": args.batch, "threads": args.threads,
-                      **{k: round(v, 4) for k, v in out.items()}}))
+    def within(key: str) -> int:
+        return int(sum(abs(o[key] - 1.0) <= args.tolerance for o in out if math.isfinite(o[key])))
+
+    default = next((o for o in out if o["default"]), None)
     print(json.dumps({
-        "measured_speedup_batch1": round(out["plain_ms_batch1"] / out["dynamic_ms_batch1"], 3),
-        "measured_speedup_batched": round(out["plain_ms_batched"] / out["dynamic_ms_batched"], 3),
-        "predicted_speedup_latency": test.get("speedup_latency"),
-        "predicted_latency_ms": test.get("latency_ms"), "predicted_latency_ms_batched": test.get("latency_ms_batched"),
-        "speedup_flops": test.get("speedup_flops"),
+        "run": str(run), "points": len(out), "tolerance": args.tolerance,
+        "within_tolerance_batch1": within("ratio_batch1"), "within_tolerance_batched": within("ratio_batched"),
+        "ratio_batch1_range": [min(o["ratio_batch1"] for o in out), max(o["ratio_batch1"] for o in out)] if out else None,
+        "ratio_batched_range": [min(o["ratio_batched"] for o in out), max(o["ratio_batched"] for o in out)] if out else None,
+        "default_point": default_id,
+        "default_measured_speedup_batch1": default["measured_speedup_batch1"] if default else None,
+        "default_measured_speedup_batched": default["measured_speedup_batched"] if default else None,
+        "beat_plain_batch1": int(sum(o["measured_speedup_batch1"] > 1.0 for o in out)),
+        "beat_plain_batched": int(sum(o["measured_speedup_batched"] > 1.0 for o in out)),
+        "warnings": sum("warning" in o for o in out),
     }))
+    head = ("point", "acc", "pred b1", "meas b1", "ratio", "pred bat", "meas bat", "ratio", "speedup b1", "speedup bat",
+            "flops x")
+    print(" | ".join(head))
+    for o in out:
+        print(" | ".join(str(v) for v in (
+            o["point_id"] + (" (default)" if o["default"] else ""), f"{o['accuracy_test']:.4f}",
+            o["predicted_ms_batch1"], o["measured_ms_batch1"], o["ratio_batch1"], o["predicted_ms_batched"],
+            o["measured_ms_batched"], o["ratio_batched"], o["measured_speedup_batch1"], o["measured_speedup_batched"],
+            round(o["speedup_flops"], 3) if o["speedup_flops"] is not None else None)))
 
 
 if __name__ == "__main__":

@@ -1,45 +1,40 @@
 """The suite's dynamic-inference figure: measured latency of a run's operating point against the
-same network without exits, beside its FLOPs speed-up.
+same network without exits, beside its FLOPs speed-up and the latency the run predicted for it.
 
 Three predictors answer the run's own test images, all through `DynamicClassifier.predict`
 (trainables/dynamic.py), which is what a user runs (`search.load.load_operating_point`):
 
 - dynamic: the operating point as loaded (samples leave the batch at their exit);
-- plain: the same trained network without its early exits: every stage, then only the last
-  exit's heads (the weights are shared; the early heads are dropped), the final exit answering
-  every image at the first level: the network `speedup_flops` is measured against;
-- exits_off: the same network with its exits, every early threshold NEVER (trainables/exits/policy.py):
-  the early heads run and nobody leaves, which shows what an exit costs when it is not taken.
+- plain: the same trial's network without early exits, loaded as its `plain` operating point
+  (trainables/exits/plain.py: every stage, then only the last exit's heads, at the trial's
+  precision): the network `speedup_flops` and `speedup_latency` are measured against;
+- exits_off: the same network with its exits, every early threshold NEVER (trainables/exits/policy.py),
+  at the point's precision: the early heads run and nobody leaves, which shows what an exit costs
+  when it is not taken.
 
-Timing: warm-up calls of each, then `rounds` rounds, the predictors interleaved in a rotating
-order within each round; batch 1 is the time per image over `images` single-image calls, batched
-the time per image over the whole test split in batches of `batch`; the median over rounds.
-`predict` returns numpy arrays, so every call ends with the device synchronised. The FLOPs
-speed-up is the plain network's FLOPs over the mean FLOPs of what executed for the timed images
-(`Prediction.cost["flops"]`), so measured / FLOPs speed-up compares like with like.
+Timing is the platform's latency measurement (issue 16), as `benchmarks.dynamic_latency` does it:
+warm-up, then `rounds` interleaved rounds in which, for every image (batch 1) and every batch of
+`batch` test images, the three predictors take turns (the one that goes first rotates); each call
+is timed end to end (trainables/engine/cost.py `Timer`: CUDA events after a synchronisation on a
+GPU) and an input's figure is the lower quartile over rounds (`robust_ms`). `predict` returns numpy
+arrays, so every call ends with the device synchronised. The predicted latency is what the trial's
+own measurement predicts for the timed images (each image's time to its exit,
+`Prediction.cost["latency_ms"]`, and batched `latency_ms_batched`); predicted / measured is printed.
+The FLOPs speed-up is the plain network's FLOPs over the mean FLOPs of what executed for the timed
+images (`Prediction.cost["flops"]`), so measured / FLOPs speed-up compares like with like.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["dynamic_inference", "plain_network"]
-
-
-def plain_network(model: torch.nn.Module) -> torch.nn.Module:
-    """The early-exit network without its early exits: its stages and the last exit's heads only
-    (a copy; the caller's network is left as it is)."""
-    plain = copy.deepcopy(model)
-    plain.heads = torch.nn.ModuleList([plain.heads[-1]])
-    plain.exit_after = [plain.exit_after[-1]]
-    return plain
+__all__ = ["dynamic_inference"]
 
 
 def _final_exit_thresholds(n_levels: int, n_exits: int) -> np.ndarray:
@@ -50,39 +45,15 @@ def _final_exit_thresholds(n_levels: int, n_exits: int) -> np.ndarray:
     return t
 
 
-def _timed_rounds(arms: dict[str, Any], singles: list[torch.Tensor], batches: list[torch.Tensor], rounds: int,
-                  warmup: int) -> dict[str, dict[str, list[float]]]:
-    for _ in range(warmup):
-        for fn in arms.values():
-            for x in singles[: max(1, min(len(singles), 8))]:
-                fn(x)
-            fn(batches[0])
-    n_batched = sum(len(b) for b in batches)
-    out = {name: {"batch1": [], "batched": []} for name in arms}
-    names = list(arms)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            fn = arms[name]
-            t = time.perf_counter()
-            for x in singles:
-                fn(x)
-            out[name]["batch1"].append((time.perf_counter() - t) / len(singles) * 1e3)
-        for name in order:
-            fn = arms[name]
-            t = time.perf_counter()
-            for x in batches:
-                fn(x)
-            out[name]["batched"].append((time.perf_counter() - t) / n_batched * 1e3)
-    return out
-
-
 def dynamic_inference(run_dir: Path, images: int, batch: int, rounds: int, warmup: int, threads: int) -> dict[str, Any]:
     """The figure, from a finished run's default operating point."""
+    from benchmarks.dynamic_latency import measure_arms, spread, warm_up
+    from reports.schema import read_results
     from search.load import load_operating_point
     from trainables.data import get_dataset
-    from trainables.data_info import DataInfo
     from trainables.dynamic import DynamicClassifier
+    from trainables.engine.cost import Timer
+    from trainables.exits import PLAIN
 
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -92,23 +63,34 @@ def dynamic_inference(run_dir: Path, images: int, batch: int, rounds: int, warmu
     clf = load_operating_point(run_dir, device=device)
     if not isinstance(clf, DynamicClassifier):
         raise TypeError(f"the run's point is answered by {type(clf).__name__}, not an early-exit cascade")
+    row = clf.point.get("test") or {}
+    trial = row.get("trial_id") or (clf.point.get("calibration") or {}).get("trial_id")
+    plain_id = next((r["point_id"] for r in read_results(run_dir).to_pylist()
+                     if r.get(PLAIN) and r.get("trial_id") == trial and r.get("split") == "calibration"), None)
+    if plain_id is None:
+        raise KeyError(f"trial {trial} of {run_dir} has no plain point (a run made before plain points existed): re-run it")
+    plain = load_operating_point(run_dir, plain_id, device=device)
     ds = get_dataset(spec["data"], spec.get("data_root"), seed=spec["seed"], size=spec["budget_detail"]["data_size"])
-    info = DataInfo.of(ds)
     model = clf.model
-    names = {level: list(info.names(level)) for level in model.levels}
-    n_levels = len(model.levels)
-    plain = DynamicClassifier(plain_network(model), _final_exit_thresholds(n_levels, 1), info.mean, info.std, names, device)
-    exits_off = DynamicClassifier(model, _final_exit_thresholds(n_levels, model.n_exits), info.mean, info.std, names, device)
+    exits_off = copy.copy(clf)  # the same predictor (network, precision, costs), no early exit ever taken
+    exits_off.thresholds = _final_exit_thresholds(len(model.levels), model.n_exits)
+    exits_off.without_exits = False  # its early heads run even when the default point is the plain network
     arms = {"dynamic": clf.predict, "plain": plain.predict, "exits_off": exits_off.predict}
 
     test = ds.test.images
     fine = ds.test.fine.numpy() if isinstance(ds.test.fine, torch.Tensor) else np.asarray(ds.test.fine)
     singles = [test[i: i + 1] for i in range(min(images, len(test)))]
     batches = [test[i: i + batch] for i in range(0, len(test), batch)]
-    times = _timed_rounds(arms, singles, batches, rounds, warmup)
-    med = {name: {k: float(np.median(v)) for k, v in t.items()} for name, t in times.items()}
+    fns = list(arms.values())
+    warm_up([lambda f=f, x=x: f(x) for f in fns for x in (singles[0], batches[0])], seconds=0.0, min_calls=max(1, warmup))
+    timer = Timer(torch.device(device))
+    m1, r1 = measure_arms(fns, singles, rounds, timer)
+    mb, rb = measure_arms(fns, batches, rounds, timer)
+    med = {name: {"batch1": float(m1[j]), "batched": float(mb[j])} for j, name in enumerate(arms)}
+    # what the trial's measurement predicts for these very images: each one's time to its exit
+    predicted = {"batch1": float(np.mean([clf.predict(x).cost["latency_ms"].mean() for x in singles])),
+                 "batched": float(np.mean([clf.predict(x).cost["latency_ms_batched"].mean() for x in batches]))}
 
-    row = clf.point.get("test") or {}
     pred_all = clf.predict(test)
     pred_plain = plain.predict(test)
     flops_dyn = np.asarray(pred_all.cost["flops"], dtype=np.float64)
@@ -120,9 +102,10 @@ def dynamic_inference(run_dir: Path, images: int, batch: int, rounds: int, warmu
     flops_speedup = {"batch1": float(plain_flops) / float(flops_dyn[: len(singles)].mean()),
                      "batched": float(plain_flops) / float(flops_dyn.mean())}
     measured = {k: med["plain"][k] / med["dynamic"][k] for k in ("batch1", "batched")}
-    spread = {name: {k: [round(min(v), 4), round(max(v), 4)] for k, v in t.items()} for name, t in times.items()}
+    rounds_spread = {"batch1": round(spread(r1), 4), "batched": round(spread(rb), 4)}
     return {
         "value": {"dynamic_ms_batch1": round(med["dynamic"]["batch1"], 4), "dynamic_ms_batched": round(med["dynamic"]["batched"], 5),
+                  "predicted_ms_batch1": round(predicted["batch1"], 4), "predicted_ms_batched": round(predicted["batched"], 5),
                   "flops_speedup_batch1": round(flops_speedup["batch1"], 3),
                   "flops_speedup_batched": round(flops_speedup["batched"], 3),
                   "test_accuracy": round(float((pred_all.label == fine).mean()), 4),
@@ -135,11 +118,14 @@ def dynamic_inference(run_dir: Path, images: int, batch: int, rounds: int, warmu
                   "measured_speedup_batched": round(measured["batched"], 3),
                   "measured_over_flops_speedup_batch1": round(measured["batch1"] / flops_speedup["batch1"], 3),
                   "measured_over_flops_speedup_batched": round(measured["batched"] / flops_speedup["batched"], 3),
+                  "predicted_over_measured_batch1": round(predicted["batch1"] / med["dynamic"]["batch1"], 3),
+                  "predicted_over_measured_batched": round(predicted["batched"] / med["dynamic"]["batched"], 3),
                   "exits_off_over_plain_batch1": round(med["exits_off"]["batch1"] / med["plain"]["batch1"], 3)},
-        "setting": {"point_id": row.get("point_id"), "policy": row.get("policy"), "test_images": len(test),
-                    "batch1_images": len(singles), "batch": batch, "rounds": rounds, "warmup": warmup, "device": device,
+        "setting": {"point_id": row.get("point_id"), "policy": row.get("policy"), "plain_point_id": plain_id,
+                    "test_images": len(test), "batch1_images": len(singles), "batch": batch, "rounds": rounds, "warmup": warmup,
+                    "device": device, "statistic": "lower quartile over interleaved rounds, per input (trainables/engine/cost.py)",
                     **({"threads": threads} if not cuda else {}),
                     "run_reported": {k: row.get(k) for k in ("latency_ms", "latency_ms_batched", "speedup_latency",
-                                                             "speedup_flops", "accuracy")}},
-        "spread_ms": spread,
+                                                             "speedup_latency_batched", "speedup_flops", "accuracy")}},
+        "spread": rounds_spread,
     }

@@ -21,10 +21,17 @@ calibration split (tagged with the mode as their `policy`), all scored on test:
    over the calibration draw, the accuracy loss against the final exit is at most epsilon
    (Learn-then-Test with Hoeffding-Bentkus p-values, trainables/exits/risk.py).
 
+Every trial also offers the network without early exits as an operating point (policy `plain`,
+trainables/exits/plain.py): the last exit's accuracy at the plain network's cost, on the fronts
+like any other point, so the default rule never returns a point slower than it at no better
+accuracy.
+
 Costs: expected FLOPs and measured latency per image (batch 1, and batched with samples leaving
-at their exit), from per-exit stage and head times measured on the trial's device
-(trainables/engine/cost.py). `--objective latency|flops|both` picks the cost that is a point objective.
-The trial's signal (every epoch and at the end) is the hypervolume of all its calibrated points.
+at their exit), from the trial's predictor timed answering at each exit, in sequence as dynamic
+inference runs it, on the trial's device (trainables/engine/cost.py); every point carries its
+speed-up over the plain network, measured and in FLOPs, and their ratio.
+`--objective latency|flops|both` picks the cost that is a point objective. The trial's signal
+(every epoch and at the end) is the hypervolume of all its points on calibration.
 
 Published (../shared/RESEARCH.md): CIFAR-10 B-AlexNet 2.4x faster at +0.8 pt; B-ResNet-110 1.9x
 at -1.5 pt; weighting the first branch 1.0 and the last 0.3 gave +1%.
@@ -32,6 +39,7 @@ at -1.5 pt; weighting the first branch 1.0 and the last 0.3 gave +1%.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -42,10 +50,21 @@ from spaces import register_space
 from spaces._base import Budget, Option, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
+from trainables.exits import (
+    PLAIN,
+    PLAIN_COLUMN,
+    ExitCache,
+    ExitStats,
+    PointScores,
+    calibrate,
+    fixed_policies,
+    plain_thresholds,
+    with_plain,
+)
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
 from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.cost import LATENCY
 from trainables.losses import GranularLoss, config_exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
 
@@ -125,8 +144,13 @@ POINT = (
     Column("latency_norm", direction="min", unit="ratio", description="latency_ms / the largest network's batch-1 latency"),
     Column("expected_flops", direction="min", unit="FLOPs", description="mean FLOPs per image"),
     Column("expected_flops_norm", direction="min", unit="ratio", description="expected FLOPs / FLOPs of the largest network"),
-    Column("speedup_latency", unit="x", description="batch-1 latency of this network without early exits / latency_ms"),
+    Column("speedup_latency", unit="x", description="measured speed-up: batch-1 latency of this network without early "
+                                                    "exits / latency_ms"),
+    Column("speedup_latency_batched", unit="x", description="measured speed-up in a batch: batched time per image of this "
+                                                            "network without early exits / latency_ms_batched"),
     Column("speedup_flops", unit="x", description="FLOPs of this network without early exits / expected_flops"),
+    Column("speedup_realised", unit="ratio", description="speedup_latency / speedup_flops: how much of the FLOPs "
+                                                         "speed-up shows in measured batch-1 time"),
     Column("exit_fraction", "floats", per_exit=True, unit="fraction", description="fraction answered at each exit"),
     Column("acc_per_exit", "floats", per_exit=True, unit="fraction", description="each exit's accuracy on the whole split"),
 )
@@ -135,6 +159,7 @@ POLICY = (
     Column("mode_param", description="the mode's parameter: target accuracy (target), q (budget), epsilon (risk)"),
     Column("certified", "bool", description="risk mode: the fixed-sequence test certified this setting (else all answer last)"),
     Column("best_ratio", "bool", description="target mode: best accuracy / latency_ms on calibration"),
+    PLAIN_COLUMN,
 )
 TRIAL = (
     Column("hypervolume", direction="max", description="hypervolume of all the trial's calibrated points on calibration "
@@ -144,6 +169,7 @@ TRIAL = (
     Column("exit_latency_ms", "floats", per_exit=True, unit="ms", description="measured batch-1 latency to each exit"),
     Column("exit_latency_ms_batched", "floats", per_exit=True, unit="ms", description="measured batched time per image to each exit"),
     Column("plain_latency_ms", unit="ms", description="batch-1 latency of the network without early exits"),
+    Column("plain_latency_ms_batched", unit="ms", description="batched time per image of the network without early exits"),
     Column("plain_flops", unit="FLOPs", description="FLOPs of the network without early exits"),
     Column("reference_latency_ms", unit="ms", description="batch-1 latency of the space's largest network (normaliser)"),
 )
@@ -154,13 +180,23 @@ CURVES = (
 NOTES = {
     "FLOPs convention": "FlopCounterMode at batch 1 (2 FLOPs per multiply-accumulate of matmuls and convolutions); the cost "
                         "to exit k includes every stage up to k and the branch of every exit on the way",
-    "latency": "per-exit stage and branch times measured on the trial's device: median of repeated timings after warm-up, "
-               "at batch 1 and batched (samples leave the batch at their exit); expected latency = sum over exits of "
-               "(fraction exiting there) x (time to that exit)",
+    "latency": "the trial's predictor timed end to end on its device, answering at each exit (every stage, branch and "
+               "decision up to it, in sequence, as dynamic inference runs them) and without early exits: median of "
+               "interleaved rounds after warm-up, at batch 1 and per image of a batch; expected latency = sum over exits "
+               "of (fraction exiting there) x (time to that exit); benchmarks.dynamic_latency checks it against the "
+               "predictor timed on test images",
+    "plain network": "every trial offers the network without early exits (policy plain, marked): the last exit's accuracy "
+                     "at the plain network's cost; it is eligible for the fronts, so the default rule never returns a "
+                     "point slower than it at no better accuracy",
     "calibration modes": "target (BranchyNet: per-exit entropy percentile meeting a target accuracy), budget (MSDNet: "
                          "exit rates proportional to q^k), search (multi-objective Optuna search), risk (Learn-then-Test: "
                          "accuracy loss vs the final exit <= epsilon with probability >= 1 - delta); all chosen on calibration",
 }
+
+
+LATENCY_CONVENTION = dataclasses.replace(LATENCY, columns=(
+    "latency_ms", "latency_ms_batched", "latency_norm", "speedup_latency", "speedup_latency_batched", "speedup_realised",
+    "exit_latency_ms", "exit_latency_ms_batched", "plain_latency_ms", "plain_latency_ms_batched", "reference_latency_ms"))
 
 
 def declaration(objective: str) -> Declaration:
@@ -171,9 +207,9 @@ def declaration(objective: str) -> Declaration:
         point_objectives=("accuracy", *costs), objectives={"hypervolume": "max"},
         report=ReportSpec(
             fronts=(("latency_ms", "accuracy"), ("expected_flops", "accuracy"), ("latency_ms_batched", "accuracy")),
-            table=("accuracy", "accuracy_drop", "latency_ms", "latency_ms_batched", "speedup_latency", "expected_flops",
-                   "speedup_flops", "risk"),
-            trial_curve=(costs[0], "accuracy"), marks=("best_ratio",), exit_fraction="exit_fraction",
+            table=("accuracy", "accuracy_drop", "latency_ms", "latency_ms_batched", "speedup_latency",
+                   "speedup_latency_batched", "expected_flops", "speedup_flops", "speedup_realised", "risk"),
+            trial_curve=(costs[0], "accuracy"), marks=("best_ratio", PLAIN), exit_fraction="exit_fraction",
             epoch_panels=("hypervolume", "calib_acc_per_exit"),
             key_config=("backbone", "resnet.blocks", "resnet.width", "alexnet.width", "head", "exit_after", "epochs",
                         "exit_weight_first", "exit_weight_last"),
@@ -185,6 +221,7 @@ def declaration(objective: str) -> Declaration:
         hv_objectives=hv, hv_reference=(0.0,) + (1.0,) * len(costs),
         notes={**NOTES, "hypervolume": f"of ({', '.join(hv)}), reference point (0{', 1' * len(costs)})"},
         answer_metric="accuracy",
+        conventions=(LATENCY_CONVENTION,),
     )
 
 
@@ -215,13 +252,23 @@ class BranchyNet(Family):
             "latency_ms": lat, "latency_ms_batched": scores.expected(stats.costs["latency_ms_batched"]),
             "latency_norm": lat / stats.references["latency_ms"],
             "expected_flops": flops, "expected_flops_norm": flops / stats.references["flops"],
-            "speedup_latency": stats.plain["latency_ms"] / lat, "speedup_flops": stats.plain["flops"] / flops,
+            "speedup_latency": stats.plain["latency_ms"] / lat,
+            "speedup_latency_batched": stats.plain["latency_ms_batched"] / scores.expected(stats.costs["latency_ms_batched"]),
+            "speedup_flops": stats.plain["flops"] / flops,
+            "speedup_realised": (stats.plain["latency_ms"] / lat) / (stats.plain["flops"] / flops),
             "exit_fraction": scores.exit_fraction,
         }
 
     def _hv_matrix(self, scores: PointScores, stats: ExitStats) -> np.ndarray:
         m = self.metrics(scores, stats)
         return np.stack([m[n] for n in self.declaration.hv_objectives], axis=1)
+
+    def _scored(self, stats: ExitStats, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+        """The point metrics of the settings `thresholds`, then of the network without early exits."""
+        m, has_plain = with_plain(self.metrics, stats, thresholds)
+        if not has_plain:
+            raise ValueError("the exit cache has no costs of the network without early exits (plain:*): re-run the trial")
+        return m
 
     def settings(self, calib: ExitStats, seed: int) -> tuple[list[tuple[str, float, bool | None]], np.ndarray, int]:
         """Every mode's settings on calibration: (policy, mode parameter, certified) and (S, 1, K) thresholds."""
@@ -251,7 +298,8 @@ class BranchyNet(Family):
     def evaluate(self, calib_cache: ExitCache, inputs: TrialInputs) -> Evaluation:
         calib = calib_cache.stats()
         tags, thresholds, n_eval = self.settings(calib, inputs.seed)
-        obj = self._hv_matrix(evaluate_dense(calib, thresholds), calib)
+        m = self._scored(calib, thresholds)  # every mode's settings, and the plain network (the last row)
+        obj = np.stack([m[n] for n in self.declaration.hv_objectives], axis=1)
         maximize = self.declaration.maximize(self.declaration.hv_objectives)
         front = obj[non_dominated_mask(obj, maximize)]
         hv = hypervolume(front, self.declaration.hv_reference, maximize)
@@ -263,15 +311,16 @@ class BranchyNet(Family):
         tags, thresholds, n_eval, front = evaluation.state
         fixed = fixed_policies(1, calib.n_exits, ("exit",))
         n_cal = len(tags)
-        all_t = np.concatenate([thresholds, np.stack([t for _, t in fixed])])
+        all_t = np.concatenate([thresholds, np.stack([t for _, t in fixed]), plain_thresholds(1, calib.n_exits)[None]])
         by_split = {}
         for split, stats in (("calibration", calib), ("test", test)):
-            m = self.metrics(evaluate_dense(stats, all_t), stats)
+            m = self._scored(stats, all_t[:-1])  # rows: the modes' settings, the fixed references, the plain network
             by_split[split] = (m, {"acc_per_exit": stats.acc_per_exit(0).tolist()})
         cm = by_split["calibration"][0]
         names = list(self.declaration.point_objectives)
-        objs = np.stack([cm[n][:n_cal] for n in names], axis=1)
-        on_trial_front = non_dominated_mask(objs, self.declaration.maximize(names))
+        eligible = np.r_[np.arange(n_cal), len(all_t) - 1]  # a trial's front: its modes' points and the plain network
+        on_trial_front = dict(zip(eligible.tolist(), non_dominated_mask(
+            np.stack([cm[n][eligible] for n in names], axis=1), self.declaration.maximize(names))))
         is_target = np.array([t[0] == "target" for t in tags])
         ratio = np.where(is_target, cm["accuracy"][:n_cal] / cm["latency_ms"][:n_cal], -np.inf)
         best_ratio = int(np.argmax(ratio)) if is_target.any() else -1
@@ -281,18 +330,21 @@ class BranchyNet(Family):
             if i < n_cal:
                 policy, param, certified = tags[i]
                 reference = False
+            elif i == len(all_t) - 1:
+                policy, param, certified, reference = PLAIN, math.nan, None, False
             else:
                 policy, param, certified, reference = fixed[i - n_cal][0], math.nan, None, True
             idx = counters[policy] = counters.get(policy, -1) + 1
             params = {"thresholds": all_t[i, 0].tolist(), "mode_param": None if math.isnan(param) else param,
-                      "certified": certified, "best_ratio": i == best_ratio}
+                      "certified": certified, "best_ratio": i == best_ratio, PLAIN: policy == PLAIN}
             rows = {split: pick(m, i) | extra for split, (m, extra) in by_split.items()}
             points += point_rows(f"{policy}/{idx}", policy, reference=reference,
-                                 trial_front=bool(i < n_cal and on_trial_front[i]), params=params, by_split=rows)
+                                 trial_front=bool(on_trial_front.get(i, False)), params=params, by_split=rows)
         trial = {"hypervolume": evaluation.signal["hypervolume"], "settings_evaluated": n_eval,
                  "exit_flops": calib.costs["flops"].tolist(), "exit_latency_ms": calib.costs["latency_ms"].tolist(),
                  "exit_latency_ms_batched": calib.costs["latency_ms_batched"].tolist(),
-                 "plain_latency_ms": calib.plain["latency_ms"], "plain_flops": calib.plain["flops"],
+                 "plain_latency_ms": calib.plain["latency_ms"], "plain_latency_ms_batched": calib.plain["latency_ms_batched"],
+                 "plain_flops": calib.plain["flops"],
                  "reference_latency_ms": calib.references["latency_ms"]}
         return Outcome(points, trial, front)
 

@@ -7,7 +7,9 @@ loss (fine/coarse weights with start epochs and ramps, per-exit weights) and the
 LR schedule. Each trial is trained once and its thresholds calibrated afterwards by the inner
 multi-objective search (trainables/exits/search.py) on the calibration split; its signal to the
 outer search, after every epoch and at the end alike, is the hypervolume of that calibration
-front of (accuracy, specificity, expected FLOPs / FLOPs of this space's largest network).
+front of (accuracy, specificity, expected FLOPs / FLOPs of this space's largest network), with the
+network without early exits (policy `plain`, trainables/exits/plain.py: the last exit's fine
+answers at the plain network's FLOPs), which every trial also offers as an operating point.
 
 Paper defaults, for reference (../shared/RESEARCH.md): Adam, lr 1.5e-4, weight decay 5e-4,
 batch 64, 120 epochs, branch weights [1.0, 0.8, 0.6], fine weight 1.5 (Gran-HBN) or 1.02
@@ -26,9 +28,21 @@ from spaces import register_space
 from spaces._base import Budget, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.exits import ExitCache, ExitStats, PointScores, calibrate, evaluate_dense, fixed_policies
+from trainables.exits import (
+    PLAIN,
+    PLAIN_COLUMN,
+    ExitCache,
+    ExitStats,
+    PointScores,
+    calibrate,
+    fixed_policies,
+    plain_metrics,
+    plain_thresholds,
+    with_plain,
+)
 from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
 from trainables.losses import GranularLoss, config_exit_weights
+from trainables.pareto import hypervolume, non_dominated_mask
 
 BUDGETS = {
     # smoke: 2 CPU cores, a few minutes for the whole search (README quick start)
@@ -134,6 +148,7 @@ DECLARATION = Declaration(
                description="per-exit normalised-entropy threshold of a fine answer (-1 never, 2 always)"),
         Column("thresholds_coarse", "floats", per_exit=True,
                description="per-exit threshold of a coarse answer; the last exit's is unused (what reaches it answers)"),
+        PLAIN_COLUMN,
     ),
     trial=(
         Column("hypervolume", direction="max",
@@ -157,6 +172,7 @@ DECLARATION = Declaration(
         fronts=(("expected_flops", "accuracy"), ("specificity", "accuracy")),
         table=("accuracy", "specificity", "expected_flops", "expected_flops_norm"),
         trial_curve=("expected_flops", "accuracy"),
+        marks=(PLAIN,),
         exit_fraction="exit_fraction",
         epoch_panels=("hypervolume", "calib_fine_acc_per_exit", "calib_coarse_acc_per_exit"),
         key_config=("backbone", "head", "epochs", "optimizer", "lr", "exit_after"),
@@ -173,7 +189,10 @@ DECLARATION = Declaration(
     notes={
         "FLOPs convention": FLOPS_CONVENTION,
         "specificity": "fraction of answers given at the fine (class) level rather than the coarse (superclass) level",
-        "hypervolume": "of (accuracy, specificity, expected FLOPs / largest network's), reference point (0, 0, 1)",
+        "hypervolume": "of (accuracy, specificity, expected FLOPs / largest network's), reference point (0, 0, 1), over "
+                       "the calibrated front and the network without early exits",
+        "plain network": "every trial offers the network without early exits (policy plain, marked): the last exit's fine "
+                         "answers at the plain network's FLOPs (every stage, then the last exit's heads)",
     },
 )
 
@@ -218,8 +237,14 @@ class GranHBN(Family):
 
     def evaluate(self, calib_cache: ExitCache, inputs: TrialInputs) -> Evaluation:
         calib = calib_cache.stats()
-        res = calibrate(calib, self._objectives(calib), DECLARATION.maximize(DECLARATION.hv_objectives),
-                        DECLARATION.hv_reference, seed=inputs.seed, **self.calibration)
+        maximize = DECLARATION.maximize(DECLARATION.hv_objectives)
+        res = calibrate(calib, self._objectives(calib), maximize, DECLARATION.hv_reference, seed=inputs.seed,
+                        **self.calibration)
+        plain = plain_metrics(self.metrics, calib)
+        if plain is not None:  # the network without early exits is one of the trial's points too
+            front = np.vstack([res.front, np.stack([plain[n] for n in DECLARATION.hv_objectives], axis=1)])
+            front = front[non_dominated_mask(front, maximize)]
+            res = res._replace(front=front, hypervolume=hypervolume(front, DECLARATION.hv_reference, maximize))
         curve = {"hypervolume": res.hypervolume, "calib_fine_acc_per_exit": calib.acc_per_exit("fine").tolist(),
                  "calib_coarse_acc_per_exit": calib.acc_per_exit("coarse").tolist()}
         return Evaluation({"hypervolume": res.hypervolume}, curve, res)
@@ -232,16 +257,25 @@ class GranHBN(Family):
         names = [("calibrated", f"calibrated/{i}") for i in range(len(res.thresholds))]
         names += [(name, f"{name}/0") for name, _ in fixed]
         split_metrics = {}
+        has_plain = False
         for split, stats in (("calibration", calib), ("test", test)):
-            m = self.metrics(evaluate_dense(stats, settings), stats)
+            m, has_plain = with_plain(self.metrics, stats, settings)  # the plain network last, when the cache has its costs
             per_exit = {"fine_acc_per_exit": stats.acc_per_exit("fine").tolist(),
                         "coarse_acc_per_exit": stats.acc_per_exit("coarse").tolist()}
-            split_metrics[split] = [pick(m, i) | per_exit for i in range(len(settings))]
+            split_metrics[split] = [pick(m, i) | per_exit for i in range(len(m["accuracy"]))]
+        if has_plain:
+            names.append((PLAIN, f"{PLAIN}/0"))
+            settings = np.concatenate([settings, plain_thresholds(2, calib.n_exits)[None]])
+        # a trial's front: its calibrated points and the plain network
+        eligible = [i for i, (policy, _) in enumerate(names) if policy in ("calibrated", PLAIN)]
+        objs = np.array([[split_metrics["calibration"][i][n] for n in DECLARATION.point_objectives] for i in eligible])
+        on_trial_front = dict(zip(eligible, non_dominated_mask(objs, DECLARATION.maximize(DECLARATION.point_objectives))))
         points = []
         for i, (policy, pid) in enumerate(names):
-            reference = policy != "calibrated"
-            points += point_rows(pid, policy, reference=reference, trial_front=not reference,
-                                 params={"thresholds_fine": settings[i, 0].tolist(), "thresholds_coarse": settings[i, 1].tolist()},
+            reference = i not in on_trial_front
+            points += point_rows(pid, policy, reference=reference, trial_front=bool(on_trial_front.get(i, False)),
+                                 params={"thresholds_fine": settings[i, 0].tolist(), "thresholds_coarse": settings[i, 1].tolist(),
+                                         PLAIN: policy == PLAIN},
                                  by_split={s: split_metrics[s][i] for s in split_metrics})
         trial = {"hypervolume": res.hypervolume, "front_size": int(len(res.front)), "settings_evaluated": res.n_evaluated,
                  "exit_flops": calib.costs["flops"].tolist()}

@@ -5,12 +5,23 @@ the samples that answered leave the batch, so deeper stages see only the rest. T
 each exit is `trainables.exits.cascade_step` on live entropies, the very rule calibration
 scored on cached outputs, at whatever answer levels the family has (fine only, or fine then
 coarse).
+
+`without_exits=True` makes the same network without early exits: every stage, then only the last
+exit's heads (no early head, no decision on the way). That is the plain network an early-exit
+point is compared with, and an operating point of its own (the family's `plain` point).
+
+The network runs at the trial's precision (`autocast`, channels_last on a GPU), as it ran when
+the calibration outputs were cached and when its latency was measured (trainables/engine/cost.py
+times this very `predict`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import contextlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -84,6 +95,10 @@ class DynamicClassifier:
         names: dict[str, list[str]],
         device: str | torch.device = "cpu",
         exit_costs: dict[str, Any] | None = None,
+        *,
+        without_exits: bool = False,
+        autocast: Callable[[], Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         t = np.asarray(thresholds, dtype=np.float64)
         if t.shape != (len(model.levels), model.n_exits):
@@ -97,15 +112,21 @@ class DynamicClassifier:
         self.names = {level: list(names[level]) for level in model.levels}
         self.segments = model.segments()  # built once: making the modules costs more than a small exit's compute
         self.levels = tuple(model.levels)
+        self.without_exits = bool(without_exits)
+        self.autocast = autocast or contextlib.nullcontext
+        self.channels_last = bool(channels_last)
         self.point: dict[str, Any] = {}  # the operating point's rows (set by search.load)
         # cost name -> (K,) cumulative cost of answering at each exit (what a sample leaving there ran)
         self.exit_costs = {k: np.asarray(v, dtype=np.float64) for k, v in (exit_costs or {}).items()
                            if np.shape(v) == (model.n_exits,)}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu") -> DynamicClassifier:
+    def from_checkpoint(cls, path: str | Path, build_model, thresholds_of, device: str = "cpu", *,
+                        without_exits: bool = False) -> DynamicClassifier:
         """From a trial's model.pt: `build_model(config, data)` rebuilds the network (the family's),
-        `thresholds_of(model)` gives the operating point's thresholds for it."""
+        `thresholds_of(model)` gives the operating point's thresholds for it; the network runs at the
+        trial's precision on `device`."""
+        from trainables.engine.precision import Precision
         from trainables.safe_load import load_torch
 
         payload: dict[str, Any] = load_torch(path)
@@ -113,21 +134,36 @@ class DynamicClassifier:
         model = build_model(payload["config"], data)
         model.load_state_dict(payload["state_dict"])
         names = {level: list(data.names(level)) for level in model.levels}
-        return cls(model, thresholds_of(model), data.mean, data.std, names, device, exit_costs=payload.get("costs"))
+        costs = payload.get("costs")
+        if without_exits:  # an image costs the whole network without exits, wherever it answers
+            costs = {k: [float(v)] * model.n_exits for k, v in (payload.get("plain") or {}).items()}
+        dev = torch.device(device)
+        cuda = dev.type == "cuda"
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, thresholds_of(model), data.mean, data.std, names, dev, exit_costs=costs,
+                   without_exits=without_exits, autocast=Precision.of(payload["config"], dev).autocast, channels_last=cuda)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray | torch.Tensor) -> Prediction:
         """images: uint8, (N, C, H, W) or (N, H, W, C)."""
         x = network_input(images, self.mean, self.std, self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         n = x.shape[0]
         out = Answers.empty(n, self.device)
         active = torch.arange(n, device=self.device)
         h = x
         segments = self.segments
-        for k, (stages, heads) in enumerate(segments):
-            h, active = answer_at_exit(heads, stages(h), self.thresholds[:, k], k == len(segments) - 1, k, active, out)
-            if len(active) == 0:
-                break
+        last = len(segments) - 1
+        with self.autocast():
+            for k, (stages, heads) in enumerate(segments):
+                if self.without_exits and k < last:
+                    h = stages(h)  # no early exit: its heads do not run
+                    continue
+                h, active = answer_at_exit(heads, stages(h), self.thresholds[:, k], k == last, k, active, out)
+                if len(active) == 0:
+                    break
         label, level, exit_at = out
         label_np, level_np = label.cpu().numpy(), level.cpu().numpy()
         levels = self.model.levels

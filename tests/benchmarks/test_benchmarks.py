@@ -41,14 +41,44 @@ def test_exits_vs_plain_benchmark():
     assert "mean_gap_points_plain_minus_gran_hbn" in lines[-1]
 
 
-def test_dynamic_latency_benchmark(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One finished one-trial branchynet-like run, shared by the latency benchmarks' tests."""
     from search.local import run_local
     from search.spec import RunSpec
 
-    run = run_local(RunSpec(space="tiny_branchy", data="synthetic", name="dl", storage=str(tmp_path), trials=1))
-    lines = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--images", "20", "--batch", "32", "--repeats", "1"])
-    assert lines[0]["plain_ms_batch1"] > 0 and lines[0]["dynamic_ms_batch1"] > 0
-    assert lines[1]["measured_speedup_batch1"] > 0 and lines[1]["predicted_speedup_latency"] > 0
+    return run_local(RunSpec(space="tiny_branchy", data="synthetic", name="dl", storage=str(tmp_path_factory.mktemp("dl")),
+                             trials=1))
+
+
+def test_dynamic_latency_benchmark(tiny_run):
+    import pyarrow.parquet as pq
+
+    run = tiny_run
+    lines = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--images", "10", "--batches", "2",
+                   "--rounds", "2", "--warmup-seconds", "0.1"])
+    *points, summary = lines
+    front = {r["point_id"] for r in pq.read_table(run / "results.parquet").to_pylist() if r["on_front"]}
+    assert {p["point_id"] for p in points} == front and summary["points"] == len(front)
+    for p in points:  # predicted and measured, batch 1 and batched, with their ratio and the speed-ups
+        assert p["predicted_ms_batch1"] > 0 and p["measured_ms_batch1"] > 0 and p["ratio_batch1"] > 0
+        assert p["predicted_ms_batched"] > 0 and p["measured_ms_batched"] > 0 and p["ratio_batched"] > 0
+        assert p["measured_speedup_batch1"] > 0 and p["speedup_flops"] > 0 and p["threads"] == 1
+        # the spread of the trial's own measurement, which the prediction comes from, is reported beside it
+        status = json.loads((run / "trials" / p["point_id"].split("/")[0] / "status.json").read_text())
+        assert p["trial_spread"] == status["latency"]["spread"]
+        assert ("its prediction was measured on a busy machine" in p.get("warning", "")) == (p["trial_spread"] > 0.10)
+    assert summary["default_point"] in front and 0 <= summary["beat_plain_batch1"] <= len(front)
+    one = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", points[0]["point_id"],
+                 "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0", "--retime"])
+    assert [p["point_id"] for p in one[:-1]] == [points[0]["point_id"]]
+    for k in ("batch1", "batched"):  # --retime: the trial's per-exit calls timed again beside the point's
+        p = one[0]
+        assert p[f"retimed_predicted_ms_{k}"] > 0 and p[f"retimed_measured_ms_{k}"] > 0
+        assert p[f"retimed_ratio_{k}"] == pytest.approx(p[f"retimed_predicted_ms_{k}"] / p[f"retimed_measured_ms_{k}"], rel=0.01)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", "nope"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no complete point 'nope'" in bad.stderr
 
 
 # `python -m benchmarks.trial_overhead` runs, as a user runs it, inside the benchmark suite's --quick
@@ -62,6 +92,29 @@ def test_trial_startup_benchmark():
     assert all(ln["train_images"] == 1000 and ln["median_load_s"] > 0 and ln["median_process_s"] > 0 for ln in lines[:3])
     assert lines[-1]["data_s_ratio_with_over_without"] > 0 and lines[-1]["process_s_ratio_with_over_without"] > 0
 
+
+
+def test_suite_dynamic_inference_times_the_point_against_its_trials_plain_point(tiny_run):
+    """The suite's figure measures as the platform does (issue 16): the run's default point against
+    its own trial's plain point (the network without early exits, loaded as a user loads it), each
+    input's time the lower quartile of interleaved rounds, and the run's prediction beside it."""
+    import pyarrow.parquet as pq
+
+    from benchmarks.suite_inference import dynamic_inference
+    from search.load import load_operating_point
+
+    fig = dynamic_inference(tiny_run, images=3, batch=64, rounds=2, warmup=1, threads=1)
+    rows = pq.read_table(tiny_run / "results.parquet").to_pylist()
+    s = fig["setting"]
+    plain = next(r for r in rows if r["point_id"] == s["plain_point_id"] and r["split"] == "calibration")
+    assert plain["plain"] and plain["trial_id"] == load_operating_point(tiny_run).point["test"]["trial_id"]
+    assert s["point_id"] == load_operating_point(tiny_run).point["test"]["point_id"] and "lower quartile" in s["statistic"]
+    for k in ("batch1", "batched"):
+        assert fig["value"][f"dynamic_ms_{k}"] > 0 and fig["reference"][f"plain_ms_{k}"] > 0
+        assert fig["ratio"][f"predicted_over_measured_{k}"] == pytest.approx(
+            fig["value"][f"predicted_ms_{k}"] / fig["value"][f"dynamic_ms_{k}"], rel=0.02)
+        assert fig["spread"][k] >= 0
+    assert sum(fig["value"]["exit_fraction"]) == s["test_images"]
 
 @pytest.mark.slow
 @pytest.mark.cluster

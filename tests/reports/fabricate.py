@@ -138,7 +138,7 @@ def _point_values(decl: Declaration, n: int, q: int, i: int, split: str, marked:
         else:
             out[c.name] = 0.5
     for c in decl.policy:
-        out[c.name] = [0.1234567 * (i + 1), 0.5, 1.0] if c.kind == "floats" else 0.25 * i
+        out[c.name] = {"floats": [0.1234567 * (i + 1), 0.5, 1.0], "bool": False}.get(c.kind, 0.25 * i)
     return out
 
 

@@ -199,7 +199,7 @@ def test_front_table_rows(case: Case, tables: RunTables) -> None:
         assert r.calibration[first_max] == pytest.approx(score(n, q, i, "calibration"))
         assert r.config["width"] == 16 * (n + 1)
         for p in info.params:
-            assert r.params[p] in ((round(0.1234567 * (i + 1), 3), 0.5, 1.0), 0.25 * i)
+            assert r.params[p] in ((round(0.1234567 * (i + 1), 3), 0.5, 1.0), 0.25 * i, False)
     if case is GRAN:
         row = next(r for r in info.rows if r.point_id == "t2/calibrated/1")
         assert row.test["expected_flops"] == pytest.approx(42e6)  # stored value; shown in MFLOPs

@@ -65,3 +65,37 @@ def test_branchynet_default_is_the_fastest_point_within_one_point_of_the_most_ac
     assert choose_point(rows, decl, within_accuracy=0.0)["point_id"] == "t/slow"
     assert choose_point(rows, decl, max_latency_ms=1.5, within_accuracy=1.0)["point_id"] == "t/fast_weak"
     assert "within 1 point of the front's best" in decl.selection.describe({})
+
+
+def test_branchynet_default_is_never_slower_than_a_network_without_exits_at_no_better_accuracy():
+    """The plain network of every trial is a front candidate (policy plain, not a reference): over
+    many random runs the default point is never slower than a plain network at least as accurate.
+    The same runs without their plain points do return such a point (the issue's 0.68x default)."""
+    import numpy as np
+
+    from search.collect import mark_global_front
+
+    decl = branchy_declaration("latency")
+    rng = np.random.default_rng(0)
+    beaten_without = 0
+    for _ in range(200):
+        rows = []
+        for t in range(4):
+            plain_ms, plain_acc = rng.uniform(1.0, 3.0), rng.uniform(0.6, 0.9)
+            points = [(f"t{t}/plain/0", True, plain_acc, plain_ms)]
+            for i in range(8):  # early-exit points: some faster and less accurate, some slower (deciding costs time)
+                points.append((f"t{t}/search/{i}", False, plain_acc - rng.uniform(-0.005, 0.05), plain_ms * rng.uniform(0.5, 1.4)))
+            for pid, plain, acc, ms in points:
+                values = {"accuracy": acc, "latency_ms": ms, "expected_flops": ms, "plain": plain}
+                rows += pair(pid, values, values, on_front=False)
+        plains = [r for r in rows if r["split"] == "calibration" and r["plain"]]
+
+        def slower_than_a_plain(chosen):
+            return any(chosen["latency_ms"] > p["latency_ms"] and p["accuracy"] >= chosen["accuracy"] for p in plains)
+
+        mark_global_front(rows, decl)
+        assert not slower_than_a_plain(choose_point(rows, decl))
+        without = [dict(r, on_front=False) for r in rows if not r["plain"]]
+        mark_global_front(without, decl)
+        beaten_without += slower_than_a_plain(choose_point(without, decl))
+    assert beaten_without > 0

@@ -166,3 +166,40 @@ def test_default_points_predictor_reproduces_its_calibration_accuracy(one_trial_
     expected = 1.0 - stored if decl.answer_metric_is_error else stored
     # the stored score comes from fp16-cached logits: a sample right at a threshold may fall the other way
     assert abs(measured - expected) <= 2 / len(fine) + 1e-9, (name, measured, expected)
+
+
+def test_an_early_exit_trial_offers_its_network_without_exits(one_trial_run):
+    """Where a family declares the `plain` column (the early-exit families): one plain point per
+    trial, not a reference (so eligible for the fronts), answering at the last exit with that exit's
+    accuracy at the plain network's cost; its predictor runs no early head, answers as calibration
+    scored and costs the plain network per image; the report draws it as a marked point."""
+    from reports.compute import front_plot_info
+    from reports.tables import load_run
+    from search.load import load_operating_point
+    from trainables.engine.device_data import load_data
+    from trainables.exits import PLAIN, ExitCache
+    from trainables.predictor import answer_accuracy
+
+    name, run_dir, decl, _ = one_trial_run
+    if PLAIN not in {c.name for c in decl.policy}:
+        pytest.skip(f"{name} declares no network without exits (not an early-exit family)")
+    rows = pq.read_table(run_dir / "results.parquet").to_pylist()
+    plain = {r["split"]: r for r in rows if r[PLAIN]}
+    assert set(plain) == {"calibration", "test"} and sum(bool(r[PLAIN]) for r in rows) == 2
+    status = json.loads((run_dir / "trials" / "t0" / "status.json").read_text())
+    for split, r in plain.items():
+        assert r["policy"] == PLAIN and not r["reference"] and r["exit_fraction"][-1] == 1.0
+        stats = ExitCache.load(run_dir / "trials" / "t0" / f"exit_cache_{split}.npz").stats()
+        assert r[decl.answer_metric] == pytest.approx(stats.acc_per_exit(0)[-1])
+        assert r["expected_flops"] == pytest.approx(status["plain"]["flops"])
+        assert status["plain"]["flops"] < status["costs"]["flops"][-1]  # no early head runs
+    clf = load_operating_point(run_dir, plain["calibration"]["point_id"])
+    assert clf.without_exits
+    ds = load_data("synthetic", None, size="tiny", download=False, seed=0)
+    pred = clf.predict(ds.calib.images.numpy())
+    assert set(pred.exit.tolist()) == {clf.model.n_exits - 1} and set(pred.cost["flops"].tolist()) == {status["plain"]["flops"]}
+    measured = answer_accuracy(pred, clf.levels, ds.calib.fine.numpy(), ds.hierarchy.coarse_of)
+    assert abs(measured - plain["calibration"][decl.answer_metric]) <= 2 / len(pred.label) + 1e-9
+    x, y = decl.report.fronts[0]
+    marked = {g.name: g.points.point_id for g in front_plot_info(load_run(run_dir), x, y).marks}
+    assert plain["test"]["point_id"] in marked.get(PLAIN, ())

@@ -1,12 +1,12 @@
 """Every backbone's tiny variant runs forward and backward with one or two answer levels; FLOP
-counts match a hand count and count only the heads built; latency is measured per segment."""
+counts match a hand count and count only the heads built (latency: tests/trainables/test_latency.py)."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from trainables.engine.cost import count_flops, exit_flops, expected_flops, measure_latency, plain_cost, segment_flops
+from trainables.engine.cost import count_flops, exit_flops, expected_flops, plain_cost, segment_flops
 from trainables.models import TINY_CONFIGS, build_early_exit_net, list_backbones, register_backbone
 from trainables.models.early_exit import HEADS
 
@@ -93,24 +93,6 @@ def test_resnet110_depth():
     assert 1.7e6 < sum(p.numel() for p in net.parameters()) < 1.75e6  # ResNet-110: 1.7M parameters
 
 
-def test_latency_profile_per_segment_and_consistent_with_exit_fractions():
-    net = build_early_exit_net(_cfg("resnet"), 3, ONE)
-    prof = measure_latency(net, 3, 32, batch_size=16, warmup=1, repeats=3)
-    K = net.n_exits
-    for v in (prof.stage_ms, prof.head_ms, prof.stage_ms_batched, prof.head_ms_batched):
-        assert v.shape == (K,) and (v > 0).all()
-    assert np.allclose(prof.exit_ms, np.cumsum(prof.stage_ms + prof.head_ms))
-    assert (np.diff(prof.exit_ms) > 0).all() and (np.diff(prof.exit_ms_batched) > 0).all()
-    assert prof.plain_ms == pytest.approx(prof.stage_ms.sum() + prof.plain_head_ms)
-    assert prof.plain_head_ms > 0  # the plain network ends in the last heads, without deciding
-    # everything at exit k costs exactly the time to exit k; a mixture costs the weighted sum
-    for k in range(K):
-        assert expected_flops(np.eye(K)[k], prof.exit_ms) == pytest.approx(prof.exit_ms[k])
-    frac = np.array([0.5, 0.3, 0.2][:K])
-    assert expected_flops(frac, prof.exit_ms) == pytest.approx(float(frac @ prof.exit_ms))
-    assert expected_flops(frac, prof.exit_ms) < prof.exit_ms[-1]
-
-
 def test_duplicate_backbone_name_raises():
     with pytest.raises(ValueError):
 
@@ -184,13 +166,3 @@ def test_exit_grad_scale_scales_only_early_exit_gradients(scale):
     with torch.no_grad():
         for (a, b), (c, d) in zip(net(x), base(x)):
             torch.testing.assert_close(a, c)
-
-
-def test_two_timing_rounds_keep_each_segments_faster_one():
-    net = build_early_exit_net(_cfg("resnet"), 3, ONE)
-    a = measure_latency(net, 3, 32, batch_size=8, warmup=1, repeats=2)
-    slow = a._replace(stage_ms=a.stage_ms * 10, head_ms_batched=a.head_ms_batched * 3)
-    both = slow.fastest(a)
-    for f in ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched"):
-        assert np.array_equal(getattr(both, f), getattr(a, f))
-    assert both.repeats == 4 and np.allclose(both.exit_ms, a.exit_ms)

@@ -67,7 +67,9 @@ def test_one_stage_plans_reproduce_the_previous_loop():
         for a, b in zip(n["curves"], g["curves"]):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-7), space
             assert a["calib_loss"] == pytest.approx(b["calib_loss"], rel=1e-4, abs=1e-7), space
-        assert n["points"].keys() == g["points"].keys(), space
+        # every trial of an early-exit family has offered its network without early exits as one more
+        # point (issue 16) since the record was made: the record's points are all there, unchanged
+        assert n["points"].keys() - g["points"].keys() <= {"plain/0"} and g["points"].keys() <= n["points"].keys(), space
         for pid, row in g["points"].items():
             for key, value in row.items():
                 assert n["points"][pid][key] == pytest.approx(value, rel=1e-4, abs=1e-7), (space, pid, key)

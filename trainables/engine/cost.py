@@ -10,14 +10,32 @@ family builds are counted (fine and coarse for Gran-HBN, one for BranchyNet).
 
 Reference: the CIFAR ResNet-18 forward is 1.111 GFLOP by this counter (../shared/RESEARCH.md).
 
-Latency: each segment (the stages since the previous exit, then that exit as dynamic inference
-runs it: its heads, the entropies, the decision and carrying on the samples that continue) is
-timed on
-the trial's device, at batch 1 and at a larger batch, as the median of repeated timings after
-warm-up. The time to answer at exit k is the sum of the segments up to k. At batch 1 that is the
-latency of an image leaving at k; in a batch, samples leave at their exit (as
-trainables/dynamic.py does), so segment k runs only for the share of the batch that reached it
-and the per-image time of a segment is its batched time divided by the batch size.
+Latency is the time of what dynamic inference runs, end to end, in sequence: the latency of exit
+k is the time of `DynamicClassifier.predict` (trainables/dynamic.py) on an image that answers at
+k: the input's preparation, every stage up to exit k, every exit's heads and decision on the way,
+and the answer's return to the host. It is timed with the predictor itself, its thresholds set so
+that every image leaves at k (nothing earlier answers, exit k always does), at batch 1 and on a
+batch of `batch_size` images that all leave at k (per image: the batch's time / its size); the
+network without early exits (every stage, then the last exit's heads only) is timed the same way.
+(Timing each piece on its own and adding the pieces up, as this module did before, came out
+20-60% short of the same pieces run in sequence on 2 CPU cores: issue 16.)
+
+Every timing is repeated in interleaved rounds (each round times every exit and the plain network
+once, in a rotating order, so a busy spell of the machine touches them alike; the batch-1 calls and
+the batched ones as two groups, each after an untimed call of its own, so that no batch-1 call is
+timed with caches a batch has just made cold) after warm-up; the
+figure is the lower quartile over rounds (`robust_ms`), and the rounds' spread is kept. Other work
+on the machine only ever slows a call down, so a busy spell is an upper outlier: the lower quartile
+ignores it as long as three rounds in four are clear of it (the median needs one in two), yet it
+is not the single luckiest call the minimum would be. On a quiet machine the two agree. On CUDA a timing is the elapsed
+time between two events around the call, after a synchronisation (the predictor returns its
+answer to the host, so the call ends when the device is done).
+
+A point's predicted latency is the expectation below over its exit fractions; at batch 1 this is
+the mean time of its images exactly (an image's time depends only on its exit). Batched, a batch
+whose samples leave at their exits is predicted by the same weighting of the all-leave-at-k
+batches (a stage run on fewer samples costs proportionally less); benchmarks/dynamic_latency.py
+checks both predictions against the predictor timed on a run's test images.
 
 Expected cost per image of a policy = sum_k (fraction exiting at k) x cost_to_exit[k], for
 FLOPs and both latencies alike.
@@ -25,16 +43,22 @@ FLOPs and both latencies alike.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from trainables.contract import Convention
+from trainables.data_info import DataInfo
+from trainables.exits import answer_at
 from trainables.models.early_exit import EarlyExitNet
 
-__all__ = ["LatencyProfile", "count_flops", "exit_flops", "expected_flops", "measure_latency", "plain_cost", "segment_flops"]
+__all__ = ["LATENCY", "ROBUST_QUANTILE", "LatencyCalls", "LatencyProfile", "Timer", "count_flops", "exit_flops", "expected_flops",
+           "interleaved_rounds", "latency_calls", "measure_latency", "plain_cost", "robust_ms", "segment_flops"]
 
 
 def count_flops(module: torch.nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
@@ -78,105 +102,192 @@ def expected_flops(exit_fraction: np.ndarray, flops_to_exit: np.ndarray) -> np.n
     return np.asarray(exit_fraction, dtype=np.float64) @ np.asarray(flops_to_exit, dtype=np.float64)
 
 
-class LatencyProfile(NamedTuple):
-    """Measured time per image of each segment's stages and exit, in milliseconds."""
+#: How latency is measured, a versioned convention a family declares with the columns computed with
+#: it (trainables/contract.py `Convention`): runs made under version 1 (those that state no version)
+#: are not comparable with runs made under version 2.
+LATENCY = Convention(
+    name="latency",
+    version=2,
+    definition="the trial's predictor (DynamicClassifier.predict) timed end to end, in sequence, with every image "
+               "answering at exit k, for each k, and without early exits; at batch 1 and per image of a batch; "
+               "interleaved rounds after warm-up, the lower quartile over rounds; CUDA events on a GPU; a point's "
+               "latency = sum over exits of (fraction leaving there) x (time to that exit)",
+    unversioned="version 1: each segment (stages, then an exit's heads and decision) timed alone, median of repeats, "
+                "and the times added up; 13% to 77% below the time of the predictor at batch 1 on 2 CPU cores "
+                "(issue 16); no network without early exits among the points. Recalibration cannot bring such a run to "
+                "version 2 (its caches hold version-1 timings and no plain network): re-run it",
+)
 
-    stage_ms: np.ndarray  # (K,) batch 1: the stages since the previous exit
-    head_ms: np.ndarray  # (K,) batch 1: this exit's heads and its decision, as dynamic inference runs them
-    stage_ms_batched: np.ndarray  # (K,) per image at `batch_size` (time / batch size)
-    head_ms_batched: np.ndarray  # (K,)
-    plain_head_ms: float  # the last exit's heads alone: the network without early exits ends there
-    plain_head_ms_batched: float
+
+class LatencyProfile(NamedTuple):
+    """Measured time per image of the predictor answering at each exit, and of the plain network.
+
+    `rounds_ms[r, b, k]`: round r, batch 1 (b = 0) or per image in a batch of `batch_size` (b = 1),
+    answering at exit k (k < K) or the network without early exits (k = K), in milliseconds."""
+
+    rounds_ms: np.ndarray  # (R, 2, K + 1)
     batch_size: int
-    repeats: int
     device: str
+    threads: int
+
+    def _figure(self, b: int) -> np.ndarray:
+        return robust_ms(self.rounds_ms[:, b, :])
 
     @property
     def exit_ms(self) -> np.ndarray:
-        """(K,) latency of an image answered at exit k (every earlier segment and decision included)."""
-        return np.cumsum(self.stage_ms + self.head_ms)
+        """(K,) batch-1 latency of an image answered at exit k (every earlier exit's decision included)."""
+        return self._figure(0)[:-1]
 
     @property
     def exit_ms_batched(self) -> np.ndarray:
-        return np.cumsum(self.stage_ms_batched + self.head_ms_batched)
-
-    def fastest(self, other: LatencyProfile) -> LatencyProfile:
-        """Elementwise minimum of two measurements of the same network: other work on the machine
-        only ever slows a timing down, so the faster of two rounds taken apart in time is the
-        better estimate of the network's own cost."""
-        fields = ("stage_ms", "head_ms", "stage_ms_batched", "head_ms_batched", "plain_head_ms", "plain_head_ms_batched")
-        return self._replace(**{f: np.minimum(getattr(self, f), getattr(other, f)) for f in fields},
-                             repeats=self.repeats + other.repeats)
+        """(K,) time per image of a batch whose images all answer at exit k."""
+        return self._figure(1)[:-1]
 
     @property
     def plain_ms(self) -> float:
-        return float(np.sum(self.stage_ms) + self.plain_head_ms)
+        """Batch-1 latency of the network without early exits."""
+        return float(self._figure(0)[-1])
 
     @property
     def plain_ms_batched(self) -> float:
-        return float(np.sum(self.stage_ms_batched) + self.plain_head_ms_batched)
+        return float(self._figure(1)[-1])
+
+    @property
+    def spread(self) -> float:
+        """The largest relative interquartile range over rounds of any timing: how much rounds disagree."""
+        q1, q3 = np.percentile(self.rounds_ms, [25, 75], axis=0)
+        med = np.median(self.rounds_ms, axis=0)
+        return float(np.max((q3 - q1) / np.maximum(med, 1e-12)))
+
+    def pooled(self, other: LatencyProfile) -> LatencyProfile:
+        """Both measurements' rounds together (e.g. one before training and one after, apart in time)."""
+        return self._replace(rounds_ms=np.concatenate([self.rounds_ms, other.rounds_ms]))
+
+    def describe(self) -> dict[str, object]:
+        """How the figures were measured (stored in the trial's status.json)."""
+        return {"rounds": int(len(self.rounds_ms)), "batch_size": self.batch_size, "device": self.device,
+                "threads": self.threads, "spread": round(self.spread, 4),
+                "statistic": f"{ROBUST_QUANTILE}th percentile over interleaved rounds"}
 
 
-def _median_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+ROBUST_QUANTILE = 25  # the percentile over rounds a timing is reported at (see the module's docstring)
+
+
+def robust_ms(rounds_ms: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The reported figure of repeated timings (rounds along `axis`): their lower quartile."""
+    return np.percentile(np.asarray(rounds_ms, dtype=np.float64), ROBUST_QUANTILE, axis=axis)
+
+
+_COSTS = ("flops", "latency_ms", "latency_ms_batched")  # what a stored predictor carries per exit
+
+
+class Timer:
+    """Milliseconds of one call, end to end: CUDA events around it after a synchronisation on a GPU,
+    the wall clock on a CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def __call__(self, fn, *args) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            self.start.record()
+            fn(*args)
+            self.end.record()
+            self.end.synchronize()
+            return float(self.start.elapsed_time(self.end))
         t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+        fn(*args)
+        return (time.perf_counter() - t0) * 1e3
+
+
+def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, rounds: int, warmup: int,
+                       groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """(rounds, len(calls)) milliseconds: `warmup` untimed calls of each, then `rounds` rounds that
+    time every call once, each round starting one call further on (so no call always runs first).
+
+    `groups` (lists of call indices, together every call once) are timed one after the other within
+    a round, each in its own rotating order and after one untimed call of its first member: a call at
+    batch 1 is then never timed right after a batch of 128 images, whose traffic leaves the caches
+    cold (on 2 CPU cores that made a ~0.7 ms exit read ~40% slow; issue 16). Default: one group."""
+    for _ in range(max(1, warmup)):
+        for fn in calls:
+            fn()
+    groups = [list(range(len(calls)))] if groups is None else [list(g) for g in groups if len(g)]
+    if sorted(i for g in groups for i in g) != list(range(len(calls))):
+        raise ValueError("groups must hold every call exactly once")
+    out = np.zeros((max(1, rounds), len(calls)))
+    for r in range(len(out)):
+        for g in groups:
+            if len(groups) > 1:
+                calls[g[0]]()  # untimed: the group's calls start from its own working set
+            n = len(g)
+            for i in range(n):
+                j = g[(r + i) % n]
+                out[r, j] = timer(calls[j])
+    return out
+
+
+class LatencyCalls(NamedTuple):
+    """What `measure_latency` times: the predictor answering at each exit, then the network without
+    early exits, at batch 1 and (when `sizes` has two) on a batch."""
+
+    calls: list[Callable[[], object]]  # len(sizes) x (K + 1), batch 1 first
+    sizes: list[int]  # images per call: [1] or [1, batch]
+    n_exits: int
+    device: torch.device
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """The calls' indices by batch size (batch 1, then the batch): timed as groups (`interleaved_rounds`)."""
+        n = self.n_exits + 1
+        return [list(range(b * n, (b + 1) * n)) for b in range(len(self.sizes))]
+
+    def profile(self, ms: np.ndarray) -> LatencyProfile:
+        """The profile of timings `ms` (rounds, len(calls)) of these calls."""
+        K = self.n_exits
+        ms = np.asarray(ms, dtype=np.float64).reshape(len(ms), len(self.sizes), K + 1)
+        ms = ms / np.asarray(self.sizes, dtype=np.float64)[None, :, None]
+        if len(self.sizes) == 1:
+            ms = np.concatenate([ms, ms], axis=1)
+        threads = int(torch.get_num_threads()) if self.device.type == "cpu" else 0
+        return LatencyProfile(ms, int(self.sizes[-1]), str(self.device), threads)
+
+
+def latency_calls(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, batch_size: int = 128, autocast=None,
+                  channels_last: bool = False) -> LatencyCalls:
+    """The calls that time `model`'s predictor (in eval mode: the caller restores training mode) on
+    the first image and the first `batch_size` of `images` (uint8, as users pass them)."""
+    from trainables.dynamic import DynamicClassifier
+
+    device = next(model.parameters()).device
+    names = {level: list(data.names(level)) for level in model.levels}
+    L, K = len(model.levels), model.n_exits
+
+    def predictor(k: int | None) -> DynamicClassifier:
+        t = answer_at(L, K, K - 1 if k is None else k)  # every image answers at k (the plain network: at the last)
+        return DynamicClassifier(model, t, data.mean, data.std, names, device, exit_costs=dict.fromkeys(_COSTS, np.zeros(K)),
+                                 without_exits=k is None, autocast=autocast, channels_last=channels_last)
+
+    predictors = [predictor(k) for k in range(K)] + [predictor(None)]
+    batch = images[: max(1, batch_size)]
+    sizes = list(dict.fromkeys((1, len(batch))))  # once when the batch is a single image
+    calls = [functools.partial(p.predict, images[:1] if n == 1 else batch) for n in sizes for p in predictors]
+    return LatencyCalls(calls, sizes, K, device)
 
 
 @torch.no_grad()
-def measure_latency(model: EarlyExitNet, in_channels: int, image_size: int, *, batch_size: int = 128,
-                    warmup: int = 3, repeats: int = 10, autocast=None) -> LatencyProfile:
-    """Time every segment of `model` on its own device (median of `repeats` after `warmup`).
-
-    An exit is timed as dynamic inference runs it (`trainables.dynamic.answer_at_exit`): heads,
-    entropies, the decision, and carrying the samples that go on (all of them, the worst case)."""
-    import contextlib
-
-    from trainables.dynamic import Answers, answer_at_exit
-
-    device = next(model.parameters()).device
-    autocast = autocast or contextlib.nullcontext
+def measure_latency(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, batch_size: int = 128,
+                    warmup: int = 3, repeats: int = 10, autocast=None, channels_last: bool = False) -> LatencyProfile:
+    """Time the predictor of `model` answering at each exit, and without early exits, on its device:
+    `repeats` interleaved rounds after `warmup` calls, at batch 1 and on a batch of `batch_size` of
+    `images` (uint8, as users pass them; fewer when fewer are given)."""
     was_training = model.training
-    model.eval()
-    segments = model.segments()
-    never = np.full(len(model.levels), -1.0)  # no early answer: every sample carries on
     try:
-        times: dict[int, tuple[list[float], list[float], float]] = {}
-        for batch in dict.fromkeys((1, batch_size)):  # once when batch_size is 1
-            stage_t: list[float] = []
-            head_t: list[float] = []
-            h = torch.zeros(batch, in_channels, image_size, image_size, device=device)
-            if device.type == "cuda":
-                h = h.contiguous(memory_format=torch.channels_last)
-            active = torch.arange(batch, device=device)
-            out = Answers.empty(batch, device)
-            for k, (stages, heads) in enumerate(segments):
-                def run_stages(stages=stages, h=h):
-                    with autocast():
-                        return stages(h)
-                stage_t.append(_median_ms(run_stages, device, warmup, repeats) / batch)
-                h = run_stages()
-
-                def run_exit(heads=heads, h=h, k=k):
-                    with autocast():
-                        return answer_at_exit(heads, h, never, k == len(segments) - 1, k, active, out)
-                head_t.append(_median_ms(run_exit, device, warmup, repeats) / batch)
-
-            def run_plain_head(heads=segments[-1][1], h=h):
-                with autocast():
-                    return heads(h)
-            times[batch] = (stage_t, head_t, _median_ms(run_plain_head, device, warmup, repeats) / batch)
+        timed = latency_calls(model, data, images, batch_size=batch_size, autocast=autocast, channels_last=channels_last)
+        return timed.profile(interleaved_rounds(timed.calls, Timer(timed.device), repeats, warmup, timed.groups))
     finally:
         model.train(was_training)
-    (s1, h1, p1), (sb, hb, pb) = times[1], times[batch_size]
-    return LatencyProfile(np.asarray(s1), np.asarray(h1), np.asarray(sb), np.asarray(hb), p1, pb, int(batch_size),
-                          int(repeats), str(device))

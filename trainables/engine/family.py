@@ -21,7 +21,8 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
   on test) and the trial's declared values;
 * `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, and
   `predictor(point, checkpoint, device)`  the predictor of a stored point (by default the
-  early-exit cascade at those thresholds; trainables/predictor.py);
+  early-exit cascade at those thresholds, or the network without early exits for a point whose
+  `plain` column is set; trainables/predictor.py);
 * `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts.
 
 `data` (DataInfo) is what the family may know of the dataset: shapes, class names, the
@@ -107,11 +108,14 @@ class Family(ABC):
         return {}
 
     def predictor(self, point: Mapping[str, Any], checkpoint: Any, device: str = "cpu"):
-        """The predictor of a stored point (a results row) from its trial's model.pt path."""
+        """The predictor of a stored point (a results row) from its trial's model.pt path: the cascade
+        at the point's thresholds, or for the plain point (trainables/exits/plain.py) the network
+        without early exits."""
         from trainables.dynamic import DynamicClassifier
+        from trainables.exits import PLAIN
 
         return DynamicClassifier.from_checkpoint(checkpoint, self.build_model, lambda model: self.thresholds(point, model),
-                                                 device)
+                                                 device, without_exits=bool(point.get(PLAIN)))
 
     @abstractmethod
     def make_loss(self, inputs: TrialInputs, n_exits: int) -> Callable[..., Any]: ...

@@ -4,7 +4,8 @@ What is searched (`config`, from a space) is kept apart from infrastructure (`ct
 trial directory, reporter, budget). The loop holds the data on the device as uint8
 (trainables/engine/device_data.py), runs at the config's precision (`precision`: auto = bf16 autocast
 with channels_last on a GPU, fp32 on CPU; or fp32, bf16, fp16 with a gradient scaler), counts
-every exit's FLOPs (and, when the family asks, measures its latency), and runs the family's
+every exit's FLOPs (and, when the family asks, times its predictor answering at each exit and
+without early exits: trainables/engine/cost.py), and runs the family's
 training plan stage by stage (each stage: what trains, the rest frozen with its BatchNorm
 statistics; its optimiser and schedule; its stop rule), each epoch:
 
@@ -206,10 +207,13 @@ def reference_latency(family: Family, data: DataInfo, device: torch.device, auto
            data.image_size, tuple(family.outputs(data).items()))
     if key not in _REFERENCE_LATENCY:
         best = 0.0
+        image = torch.zeros(1, data.channels, data.image_size, data.image_size, dtype=torch.uint8)
         for cfg in family.reference_configs:
             net = family.build_model(cfg, data).to(device)
-            best = max(best, float(measure_latency(net, data.channels, data.image_size, batch_size=1,
-                                                   warmup=2, repeats=5, autocast=autocast).exit_ms[-1]))
+            if device.type == "cuda":
+                net = net.to(memory_format=torch.channels_last)
+            best = max(best, float(measure_latency(net, data, image, batch_size=1, warmup=2, repeats=5,
+                                                   autocast=autocast, channels_last=device.type == "cuda").exit_ms[-1]))
         _REFERENCE_LATENCY[key] = best
     return _REFERENCE_LATENCY[key]
 
@@ -252,9 +256,13 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
     prof = None
-    if family.latency and main:
-        prof = measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
+
+    def timed():  # the trial's predictor, timed answering at each exit (trainables/engine/cost.py)
+        return measure_latency(net, data, ds.calib.images, autocast=precision.autocast, channels_last=use_cuda,
                                **family.calibration.get("latency", {}))
+
+    if family.latency and main:
+        prof = timed()
         references["latency_ms"] = reference_latency(family, data, device, precision.autocast)
 
     def set_latency(p) -> None:
@@ -315,6 +323,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                                                   **({"stage": plan.stages[start_stage].name}
                                                      if start_stage < len(plan.stages) else {})}],
     }
+    if prof is not None:
+        status["latency"] = prof.describe()  # how the latencies were measured
     if main:
         _write_status(trial_dir, status)
         if callable(getattr(ctx.reporter, "files_written", None)):
@@ -369,10 +379,10 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                 continue
             last = s == len(plan.stages) - 1 and last_of_stage
             if last and prof is not None:
-                # a second timing round, apart in time from the first: keep each segment's faster one
-                prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
-                                                    **family.calibration.get("latency", {})))
+                # a second measurement, apart in time from the first: their rounds pooled
+                prof = prof.pooled(timed())
                 set_latency(prof)
+                status["latency"] = prof.describe()
                 status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}
             calib_cache, calib_loss = cache(calib_loader, loss_fn, position)
             if per_epoch_schedule(sched):
@@ -481,7 +491,8 @@ def _finish(family: Family, evaluation, calib_cache: ExitCache, test_cache: Exit
     status["trial"] = outcome.trial
     payload = {"config": status["config"], "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                "data": data.to_plain(), "outputs": family.outputs(data),
-               "costs": {k: np.asarray(v).tolist() for k, v in calib_cache.costs.items()}}
+               "costs": {k: np.asarray(v).tolist() for k, v in calib_cache.costs.items()},
+               "plain": {k: float(v) for k, v in calib_cache.plain.items()}}
     atomic_write(trial_dir / "model.pt", lambda tmp: torch.save(plain_values(payload), tmp))
 
 

@@ -6,7 +6,8 @@
              (`apply_policy`, `evaluate_dense`) and the fast bitset evaluator, fixed policies;
 * `search` - the inner multi-objective Optuna search over thresholds (`calibrate`);
 * `modes`  - closed-form one-level rules: BranchyNet's target accuracy, MSDNet's exit budget;
-* `risk`   - per-exit thresholds with a finite-sample guarantee (Learn-then-Test).
+* `risk`   - per-exit thresholds with a finite-sample guarantee (Learn-then-Test);
+* `plain`  - the network without early exits as an operating point of every trial.
 """
 
 from __future__ import annotations
@@ -17,26 +18,34 @@ from trainables.exits.policy import (
     NEVER,
     BitsetEvaluator,
     PointScores,
+    answer_at,
     apply_policy,
     cascade_step,
     evaluate_dense,
     fixed_policies,
 )
+from trainables.exits.plain import PLAIN, PLAIN_COLUMN, plain_metrics, plain_thresholds, with_plain
 from trainables.exits.search import CalibrationResult, calibrate, thin_front
 
 __all__ = [
     "ALWAYS",
     "NEVER",
+    "PLAIN",
+    "PLAIN_COLUMN",
     "BitsetEvaluator",
     "CalibrationResult",
     "ExitCache",
     "ExitStats",
     "PointScores",
+    "answer_at",
     "apply_policy",
     "calibrate",
     "cascade_step",
     "evaluate_dense",
     "fixed_policies",
     "normalised_entropy",
+    "plain_metrics",
+    "plain_thresholds",
     "thin_front",
+    "with_plain",
 ]

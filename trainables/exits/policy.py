@@ -30,6 +30,7 @@ __all__ = [
     "NEVER",
     "BitsetEvaluator",
     "PointScores",
+    "answer_at",
     "apply_policy",
     "cascade_step",
     "evaluate_dense",
@@ -200,13 +201,15 @@ class BitsetEvaluator:
         return rng.integers(0, self.levels, (n, L, K))
 
 
+def answer_at(n_levels: int, n_exits: int, k: int, level: int = 0) -> np.ndarray:
+    """Thresholds (L, K) at which every sample answers at exit k, at `level`: no earlier exit answers."""
+    t = np.full((n_levels, n_exits), NEVER)
+    t[level, k] = ALWAYS
+    t[-1, -1] = ALWAYS  # unused: what reaches the last exit's last level answers there
+    return t
+
+
 def fixed_policies(n_levels: int, n_exits: int, level_names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
     """Reference points "always answer at exit k, level j" as (name, thresholds (L, K)) pairs."""
-    out = []
-    for k in range(n_exits):
-        for j, name in enumerate(level_names):
-            t = np.full((n_levels, n_exits), NEVER)
-            t[j, k] = ALWAYS
-            t[-1, -1] = ALWAYS  # unused: what reaches the last exit's last level answers there
-            out.append((f"fixed:{name}@{k}", t))
-    return out
+    return [(f"fixed:{name}@{k}", answer_at(n_levels, n_exits, k, j))
+            for k in range(n_exits) for j, name in enumerate(level_names)]
