@@ -17,6 +17,7 @@ from trainables.exits import ExitCache
 from trainables.engine.loop import LocalReporter, TrialContext, run_trial
 from trainables.engine.plan import Plan, Stage, StopRule, StopTracker, one_stage
 from trainables.engine.precision import Precision
+from spaces import get_space
 from spaces.gran_hbn import GranHBN
 
 GOLDEN = Path(__file__).parent / "golden" / "one_stage.json"
@@ -67,12 +68,31 @@ def test_one_stage_plans_reproduce_the_previous_loop():
         for a, b in zip(n["curves"], g["curves"]):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-7), space
             assert a["calib_loss"] == pytest.approx(b["calib_loss"], rel=1e-4, abs=1e-7), space
-        # every trial of an early-exit family has offered its network without early exits as one more
-        # point (issue 16) since the record was made: the record's points are all there, unchanged
-        assert n["points"].keys() - g["points"].keys() <= {"plain/0"} and g["points"].keys() <= n["points"].keys(), space
-        for pid, row in g["points"].items():
+        # Points. branchynet's `search` mode picks its points by a search over *measured* latency,
+        # so which points it returns differs run to run: left out. Every other point of the record
+        # is there (plus, since issue 16, the plain network of an early-exit family), its thresholds
+        # equal to 1e-4. A threshold sits on the calibration entropies of a 2-epoch network at
+        # chance, all within 1e-3 of one another, so a change of 1e-6 in an output moves an image or
+        # two across it: a threshold point's counts (accuracy, exit fractions, cost) agree to 1% of
+        # the 500 calibration images; points without thresholds agree to 1e-4.
+        # Columns under a versioned convention that changed on purpose since the record (issue 20's
+        # class distance, issue 16's latency) are the new convention's, not the old loop's: left out.
+        sp = get_space(space)
+        changed = {c for conv in sp.declaration(sp.budget("smoke")).conventions for c in conv.columns}
+        kept = {pid for pid in g["points"] if not pid.startswith("search/")}
+        assert kept <= n["points"].keys(), (space, kept - n["points"].keys())
+        assert n["points"].keys() - g["points"].keys() <= {"plain/0"} | {p for p in n["points"] if p.startswith("search/")}
+        for pid in sorted(kept):
+            row, now_row = g["points"][pid], n["points"][pid]
             for key, value in row.items():
-                assert n["points"][pid][key] == pytest.approx(value, rel=1e-4, abs=1e-7), (space, pid, key)
+                if key in changed:
+                    continue
+                if key == "thresholds" or "thresholds" not in row:
+                    assert now_row[key] == pytest.approx(value, rel=1e-4, abs=1e-7), (space, pid, key)
+                elif key.endswith("flops"):
+                    assert now_row[key] == pytest.approx(value, rel=0.01), (space, pid, key)
+                else:
+                    assert now_row[key] == pytest.approx(value, abs=0.01), (space, pid, key)
 
 
 # -- staged plans ----------------------------------------------------------------------------------
