@@ -288,6 +288,10 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         if state.get("stage_stopped") or start_epoch >= plan.stages[start_stage].epochs:
             start_stage, start_epoch, state = start_stage + 1, 0, None  # the next stage starts afresh
     resumed_at = plan.offset(start_stage) + start_epoch if start_stage < len(plan.stages) else planned
+    if start_stage >= len(plan.stages) and (trial_dir / "points.json").exists():
+        # its last checkpoint is taken after it finished (e.g. a search resumed after a kill restarts a trial
+        # that had ended): nothing is left to do, and its status stays complete
+        return {}
 
     def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
         logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
@@ -376,7 +380,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             evaluation = family.evaluate(calib_cache, stage_inputs)
             row = {"epoch": position, "train_loss": mean_loss, "calib_loss": calib_loss, "lr": lr,
                    "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
-                   "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve}
+                   "evaluation_seconds": time.perf_counter() - t1, "ended_at": datetime.now(timezone.utc).isoformat(),
+                   **evaluation.curve}
             if len(plan.stages) > 1 or tracker is not None:
                 row["stage"] = stage.name
             if tracker is not None:
