@@ -8,7 +8,7 @@ import sys
 PURE = ["trainables.contract", "trainables.pareto", "trainables.engine", "trainables.engine.plan", "trainables.predictor",
         "trainables.exits", "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.exits.modes",
         "trainables.hierarchy", "trainables.data_info", "trainables.metrics", "trainables.hierarchy_heads.routing",
-        "trainables.hierarchy_heads.induce", "reports.tables"]
+        "trainables.hierarchy_heads.induce", "reports.tables", "reports.progress", "search.rungs"]
 
 
 def test_pure_modules_import_no_torch():
