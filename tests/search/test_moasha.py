@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def run(tmp_path_factory):
     try:
         while time.monotonic() < deadline and p.poll() is None:
             kept = json.loads(state.read_text()) if state.exists() else {"stopped": {}, "rungs": {}}
-            if len(kept["stopped"]) >= 2 and sum(map(len, kept["rungs"].values())) < TRIALS:
+            if len(kept["stopped"]) >= 2 and len(kept["rungs"].get("1", ())) <= TRIALS - 4:  # trials left to resume
                 break
             time.sleep(0.1)
         else:
@@ -74,7 +75,8 @@ def run(tmp_path_factory):
     study = optuna.load_study(study_name="mo", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(run_dir / "study.journal"))))
     return {"dir": run_dir, "before": before, "after": json.loads(state.read_text()), "rows": rows,
-            "trials": {r["trial_id"]: r for r in rows}, "study": study, "out": resumed.stdout + resumed.stderr}
+            "trials": {r["trial_id"]: r for r in rows}, "study": study, "out": resumed.stdout + resumed.stderr,
+            "first_out": (storage / "first.log").read_text()}
 
 
 def test_it_stops_trials_and_records_their_fidelity(run):
@@ -97,6 +99,10 @@ def test_it_stops_trials_and_records_their_fidelity(run):
         assert ot.state.name == "PRUNED" and ot.values is None and ot.user_attrs["fidelity"] < 1
         assert ot.user_attrs["rung_epoch"] >= stopped[t] and len(ot.user_attrs["rung_values"]) == 2
     assert all(by_id[t].state.name == "COMPLETE" and by_id[t].user_attrs["fidelity"] == 1.0 for t in set(trials) - partial)
+    # the live log says which trials were stopped early, and where
+    said = re.findall(r"trial (\w+) stopped early at epoch (\d+)", run["first_out"] + run["out"])
+    assert said and all(t in partial and int(e) >= stopped[t] for t, e in said), said
+    assert not set(re.findall(r"trial (\w+) done:", run["first_out"] + run["out"])) & partial
 
 
 def test_it_never_stops_a_trial_nondominated_at_its_rung(run):
