@@ -20,7 +20,8 @@ Each run's progress is computed as the report computes it (reports/progress.py):
 of the front of its complete trials' calibration points, against the epochs every trial trained
 and the wall-clock time since the run started. Within a problem all runs share one reference
 point: a tenth of each objective's range beyond its worst value among every run's complete trials.
-It prints one JSON line per run, then per seed the ratios of each scheduler to FIFO (final
+It prints one JSON line per run (with, from the scheduler's rungs, how many trials went on by rank
+and how many only because no earlier trial at their rung dominated them), then per seed the ratios of each scheduler to FIFO (final
 hypervolume, epochs, wall time; the epochs each needed to reach 98% of FIFO's final hypervolume)
 and MOASHA's hypervolume over asha_sum's at equal epochs (the fewer of the two spent), then the
 means over seeds with the issue's targets: MOASHA within 2% of FIFO's final hypervolume using at
@@ -84,6 +85,28 @@ def _complete_points(run_dir: Path) -> np.ndarray:
     return rows[list(names)].to_numpy(dtype=np.float64)
 
 
+def _rung_decisions(run_dir: Path) -> dict[str, int]:
+    """From the scheduler's rungs (arrival order): decisions taken, and how many trials went on only because
+    no trial before them at their rung dominated them (not among the first ceil(n / rf) there)."""
+    from search.moasha import STATE_FILE
+    from search.rungs import as_minimisation, nondominated_ranks, rung_order
+
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        return {}
+    state = json.loads(path.read_text())
+    modes, rf = [m for _, m in state["objectives"]], float(state["reduction_factor"])
+    decisions = by_rank = only_nondominated = 0
+    for rung in state["rungs"].values():
+        for i in range(len(rung)):
+            pts = as_minimisation([v for _, v in rung[: i + 1]], modes)
+            ranked = i in rung_order(pts, state["rule"])[: max(1, math.ceil((i + 1) / rf))].tolist()
+            decisions += 1
+            by_rank += ranked
+            only_nondominated += int(not ranked and state["rule"] == "pareto" and nondominated_ranks(pts)[i] == 0)
+    return {"rung_decisions": decisions, "went_on_by_rank": by_rank, "went_on_only_as_nondominated": only_nondominated}
+
+
 def _measure(run_dir: Path, reference: np.ndarray) -> dict[str, Any]:
     from reports.progress import run_progress
     from reports.tables import load_run
@@ -91,7 +114,8 @@ def _measure(run_dir: Path, reference: np.ndarray) -> dict[str, Any]:
     p = run_progress(load_run(run_dir), reference=reference)
     return {"hypervolume": float(p.hypervolume[-1]) if len(p.hypervolume) else 0.0, "epochs": p.total_epochs,
             "planned_epochs": p.planned_epochs, "wall_s": p.total_seconds, "complete": len(p.complete_trials),
-            "stopped": len(p.stopped_trials), "_epochs": p.complete_epochs, "_hv": p.hypervolume}
+            "stopped": len(p.stopped_trials), **_rung_decisions(run_dir), "_epochs": p.complete_epochs,
+            "_hv": p.hypervolume}
 
 
 def _hv_at(m: dict[str, Any], epochs: float) -> float:
