@@ -79,16 +79,29 @@ def run(tmp_path_factory):
             "first_out": (storage / "first.log").read_text()}
 
 
+# Tune keeps one checkpoint per trial (search/tuner.py) and names it in its experiment snapshot; a kill that
+# lands after a new checkpoint replaced the old one on disk but before the next snapshot leaves the snapshot
+# naming a deleted checkpoint, and Tune cannot restart that trial ("does not exist on storage anymore"): a
+# race of the platform's resume, not of the scheduler, which the search records as a failed trial and survives
+LOST_CHECKPOINT = "Could not recover from checkpoint as it does not exist on storage anymore"
+
+
 def test_it_stops_trials_and_records_their_fidelity(run):
     trials, stopped = run["trials"], run["after"]["stopped"]
-    assert len(trials) == TRIALS and {r["status"] for r in trials.values()} == {"complete", "partial"}, \
+    failed = {t: r["error"] for t, r in trials.items() if r["status"] == "failed"}
+    assert all(LOST_CHECKPOINT in (e or "") for e in failed.values()) and len(failed) <= 1, failed
+    assert len(trials) == TRIALS and {r["status"] for r in trials.values()} - {"failed"} == {"complete", "partial"}, \
         {t: r["status"] for t, r in trials.items()}
     partial = {t for t, r in trials.items() if r["status"] == "partial"}
-    assert partial == set(stopped) and len(partial) >= 2
+    assert partial == set(stopped) - set(failed) and len(partial) >= 2
+    # a trial the scheduler stopped just before the kill may not have been ended by Tune yet: Tune restarts it
+    # on --resume from whatever checkpoint its last snapshot names, and it is stopped at its first result
+    # (what it trained is then what that start trained); every other stopped trial ends at its rung exactly
+    racing = set(run["before"]["stopped"])
     for t in partial:
         r = trials[t]
-        # stopped at its rung; a trial stopped just before the kill that Tune restarted trains one epoch more
-        assert r["epochs_done"] in (stopped[t], stopped[t] + 1) and r["fidelity"] == r["epochs_done"] / EPOCHS < 1, r
+        assert 1 <= r["epochs_done"] <= stopped[t] + 1 if t in racing else r["epochs_done"] == stopped[t], (t, r)
+        assert r["fidelity"] == r["epochs_done"] / EPOCHS < 1, r
     assert all(r["fidelity"] == 1.0 and r["epochs_done"] == EPOCHS for r in trials.values() if r["status"] == "complete")
     assert not any(r["on_front"] for r in run["rows"] if r["status"] != "complete")
     assert any(r["on_front"] for r in run["rows"] if r["status"] == "complete")
@@ -97,11 +110,12 @@ def test_it_stops_trials_and_records_their_fidelity(run):
     for t in partial:
         ot = by_id[t]
         assert ot.state.name == "PRUNED" and ot.values is None and ot.user_attrs["fidelity"] < 1
-        assert ot.user_attrs["rung_epoch"] >= stopped[t] and len(ot.user_attrs["rung_values"]) == 2
-    assert all(by_id[t].state.name == "COMPLETE" and by_id[t].user_attrs["fidelity"] == 1.0 for t in set(trials) - partial)
+        assert len(ot.user_attrs["rung_values"]) == 2 and (t in racing or ot.user_attrs["rung_epoch"] == stopped[t])
+    assert all(by_id[t].state.name == "COMPLETE" and by_id[t].user_attrs["fidelity"] == 1.0
+               for t in set(trials) - partial - set(failed))
     # the live log says which trials were stopped early, and where
     said = re.findall(r"trial (\w+) stopped early at epoch (\d+)", run["first_out"] + run["out"])
-    assert said and all(t in partial and int(e) >= stopped[t] for t, e in said), said
+    assert said and all(t in partial and (t in racing or int(e) == stopped[t]) for t, e in said), said
     assert not set(re.findall(r"trial (\w+) done:", run["first_out"] + run["out"])) & partial
 
 
@@ -133,8 +147,10 @@ def test_the_report_shows_the_search_progress(run):
 
     p = run_progress(load_run(run["dir"]))
     partial = {t for t, r in run["trials"].items() if r["status"] == "partial"}
-    assert set(p.stopped_trials) == partial and len(p.complete_trials) == TRIALS - len(partial)
-    assert p.total_epochs == sum(r["epochs_done"] for r in run["trials"].values()) < p.planned_epochs == TRIALS * EPOCHS
+    complete = {t for t, r in run["trials"].items() if r["status"] == "complete"}
+    assert set(p.stopped_trials) == partial and set(p.complete_trials) == complete
+    assert p.total_epochs == sum(r["epochs_done"] for r in run["trials"].values()) < p.planned_epochs
+    assert p.planned_epochs == sum(EPOCHS if r["status"] != "failed" else r["epochs_done"] for r in run["trials"].values())
     assert (np.diff(p.hypervolume) >= 0).all() and (np.diff(p.complete_epochs) >= 0).all() and p.hypervolume[-1] > 0
     assert (run["dir"] / "figures" / "progress.png").exists()
     html = (run["dir"] / "report.html").read_text()
