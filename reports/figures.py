@@ -222,9 +222,10 @@ def render_progress(info: ProgressInfo) -> Figure:
     if info.planned_epochs > info.total_epochs:
         axes[1].axvline(info.planned_epochs, color="0.35", ls=":", lw=1.0,
                         label=f"every trial to its end: {info.planned_epochs} epochs")
-    axes[0].set_ylabel("hypervolume (" + ", ".join(m.name for m in info.objectives) + ")")
+    axes[0].set_ylabel("hypervolume of the run's front")
     axes[1].legend(**_LEGEND)
-    fig.suptitle("Search progress: the hypervolume of the run's front (calibration)", fontsize=11)
+    fig.suptitle("Search progress: the hypervolume of the run's front over " + ", ".join(m.name for m in info.objectives)
+                 + " (calibration)", fontsize=11)
     return fig
 
 
