@@ -112,8 +112,11 @@ class MOASHA(FIFOScheduler):
     def load_state(self, d: Mapping[str, Any]) -> None:
         objectives = {str(m): str(v) for m, v in d["objectives"]}
         if objectives != self.objectives or d["rule"] != self.rule:
-            raise ValueError(f"{self.state_path}: its rungs rank {list(objectives)} by {d['rule']!r}, this search "
-                             f"{list(self.objectives)} by {self.rule!r}: resume with the scheduler the run started with")
+            from search.checks import BadInput
+
+            raise BadInput(f"{self.state_path}: its rungs rank {list(objectives)} by the {d['rule']} rule, this search "
+                           f"{list(self.objectives)} by the {self.rule} rule: resume with the --scheduler the run "
+                           "started with")
         self.max_t, self.grace, self.rf = int(d["max_t"]), int(d["grace_period"]), float(d["reduction_factor"])
         self.time_attr = str(d["time_attr"])
         self.rungs = {int(m): [(str(tid), [float(x) for x in v]) for tid, v in r] for m, r in d["rungs"].items()}

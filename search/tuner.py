@@ -326,6 +326,9 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
 
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])
+    # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like; made
+    # before anything is written (a resumed run's scheduler state must match: BadInput otherwise)
+    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs, state_dir=spec.run_dir)
     spec_path = run_dir / "spec.json"
     if spec.resume and spec_path.exists():
         old = json.loads(spec_path.read_text())
@@ -359,8 +362,6 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
         _trial_resources(spec),
     )
-    # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
-    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs, state_dir=spec.run_dir)
     # Tune keeps its state in the run directory, or (a bucket run) in the run's place in the bucket
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):

@@ -78,11 +78,13 @@ def test_moasha_stops_dominated_trials_at_rungs_and_keeps_its_rungs_across_a_res
 def test_moasha_maximised_objectives_and_a_resume_with_another_rule(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
+    from search.checks import BadInput
+
     sched = schedulers.make_scheduler("moasha", {"hypervolume": "max"}, 4, state_dir=tmp_path)
     assert sched.decide("a", 1, [0.2]) == TrialScheduler.CONTINUE
     assert sched.decide("b", 1, [0.1]) == TrialScheduler.STOP  # lower hypervolume: worse
     assert sched.decide("c", 1, [0.3]) == TrialScheduler.CONTINUE
-    with pytest.raises(ValueError, match="resume with the scheduler the run started with"):
+    with pytest.raises(BadInput, match="resume with the --scheduler the run started with"):
         schedulers.make_scheduler("asha_sum", {"hypervolume": "max"}, 4, state_dir=tmp_path)
 
 
