@@ -23,6 +23,8 @@ import pytest
 
 from search.rungs import as_minimisation, nondominated_ranks
 
+pytestmark = pytest.mark.slow  # two searches (Ray started twice): about 80 s on 2 cores
+
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS, EPOCHS = 16, 8
 ARGS = ["--space", "simulated_curves", "--data", "synthetic", "--budget", "smoke", "--trials", str(TRIALS), "--seed", "0",
