@@ -1,6 +1,7 @@
 """Multi-objective early stopping, measured: FIFO (no stopping) vs ASHA on a weighted sum vs MOASHA, in one command.
 
     python3 -m benchmarks.mo_early_stopping [--quick] [--seeds 3] [--sim-trials 32] [--real-trials 8] [--no-real]
+        [--parts simulator,better_mistakes,sampler] [--data-root ../shared/data/cifar10]
 
 1. `simulator`: the learning-curve simulator (benchmarks/learning_curves.py, budget `full`: 16 epochs
    of 0.1 s, rungs at 1, 2, 4, 8), through the real search path (`python3 -m search.run`, Ray Tune,
@@ -8,7 +9,9 @@
    equal-weight sum of the objectives, each scaled to [0, 1] over its rung) and `moasha`, the same
    trials count and seed for each.
 2. `better_mistakes`: a smoke run of a real space with three objectives (top-1 error, mistake
-   severity, FLOPs; 4 epochs, rungs at 1 and 2) on synthetic data, the same three schedulers.
+   severity, FLOPs; 4 epochs, rungs at 1 and 2) on synthetic data, the same three schedulers; with
+   `--data-root DIR`, on real CIFAR-10 from DIR (the loader's class-balanced smoke subset: 5,000
+   train / 1,000 calibration / 1,000 test images).
 3. `sampler`: does telling TPE what the rungs taught help? The simulator again, one trial at a time
    in this process (no Tune), MOASHA (and, apart, the weighted-sum rule) deciding at every rung,
    with Optuna's TPESampler (stopped trials PRUNED, all alike) and with search/sampler.py's
@@ -27,6 +30,7 @@ and MOASHA's hypervolume over asha_sum's at equal epochs (the fewer of the two s
 means over seeds with the issue's targets: MOASHA within 2% of FIFO's final hypervolume using at
 most 40% of its epochs, and above asha_sum at equal epochs.
 
+`--parts` picks which of the three run (default all; `--no-real` drops `better_mistakes`).
 `--quick` runs every part small (one seed, the simulator's 8-epoch budget, better_mistakes on tiny
 data), to check the command, not to measure.
 """
@@ -49,6 +53,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("fifo", "asha_sum", "moasha")
+PARTS = ("simulator", "better_mistakes", "sampler")
 HV_TARGET, EPOCH_TARGET = 0.98, 0.40
 
 
@@ -263,17 +268,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real-trials", type=int, default=None, help="trials of each better_mistakes run (default 8; --quick 3)")
     ap.add_argument("--ablation-seeds", type=int, default=None, help="seeds of the sampler ablation (default 10; --quick 2)")
     ap.add_argument("--no-real", action="store_true", help="skip the better_mistakes part")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default {','.join(PARTS)})")
+    ap.add_argument("--data-root", default=None, help="run the better_mistakes part on real CIFAR-10 from this directory "
+                                                       "(its smoke subset) instead of synthetic data")
     args = ap.parse_args(argv)
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        ap.error(f"--parts {args.parts!r}: {', '.join(unknown) or 'nothing'} is not a part; choose from {', '.join(PARTS)}")
+    if args.no_real:
+        parts = [x for x in parts if x != "better_mistakes"]
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        ap.error(f"--data-root {args.data_root!r} is not a directory; give the folder holding the CIFAR-10 files")
     q = args.quick
     seeds = list(range(args.seeds if args.seeds is not None else (1 if q else 3)))
     sim_trials = args.sim_trials or (12 if q else 32)
     real_trials = args.real_trials or (3 if q else 8)
     budget = "smoke" if q else "full"
-    compare("simulator", ["--space", "simulated_curves", "--data", "synthetic", "--budget", budget], seeds, sim_trials)
-    if not args.no_real:
-        compare("better_mistakes", ["--space", "better_mistakes", "--data", "synthetic", "--budget", "smoke",
-                                    "--data-size", "tiny" if q else "smoke"], seeds, real_trials)
-    sampler_ablation(list(range(args.ablation_seeds or (2 if q else 10))), 20 if q else 48, budget)
+    if "simulator" in parts:
+        compare("simulator", ["--space", "simulated_curves", "--data", "synthetic", "--budget", budget], seeds, sim_trials)
+    if "better_mistakes" in parts:
+        data = ["--data", "synthetic"] if args.data_root is None else \
+            ["--data", "cifar10", "--data-root", str(Path(args.data_root).resolve())]
+        compare("better_mistakes" if args.data_root is None else "better_mistakes_cifar10",
+                ["--space", "better_mistakes", *data, "--budget", "smoke", "--data-size", "tiny" if q else "smoke"],
+                seeds, real_trials)
+    if "sampler" in parts:
+        sampler_ablation(list(range(args.ablation_seeds or (2 if q else 10))), 20 if q else 48, budget)
 
 
 if __name__ == "__main__":
