@@ -333,7 +333,8 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     decl = Declaration.from_dict(doc["declaration"])
     # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like; made
     # before anything is written (a resumed run's scheduler state must match: BadInput otherwise)
-    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs, state_dir=spec.run_dir)
+    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs, state_dir=spec.run_dir,
+                               grace_period=budget.grace_period, reduction_factor=budget.reduction_factor)
     spec_path = run_dir / "spec.json"
     if spec.resume and spec_path.exists():
         old = json.loads(spec_path.read_text())

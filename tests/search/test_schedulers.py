@@ -32,6 +32,23 @@ def test_fifo_is_tunes_default_and_asha_acts_on_the_first_objective():
     assert asha._max_t == 4
 
 
+def test_grace_period_and_reduction_factor_come_from_the_budget():
+    from spaces import get_space
+
+    budget = get_space("better_mistakes").budget("smoke")
+    assert (budget.grace_period, budget.reduction_factor) == (1, 2.0)  # what every space's budgets take unless they say
+    objectives = {"error": "min", "severity": "min"}
+    asha = schedulers.make_scheduler("asha", objectives, 30, grace_period=2, reduction_factor=3)
+    assert sorted(m for m, _ in asha._brackets[0]._rungs) == [2, 6, 18] and asha._reduction_factor == 3
+    for name in ("moasha", "asha_sum"):
+        sched = schedulers.make_scheduler(name, objectives, 30, grace_period=2, reduction_factor=3)
+        assert sorted(sched.rungs) == [2, 6, 18] and (sched.grace, sched.rf) == (2, 3.0)
+    assert sorted(schedulers.make_scheduler("moasha", objectives, 4).rungs) == [1, 2]  # the defaults: 1 and 2
+    assert schedulers.make_scheduler("asha", objectives, 1, grace_period=2)._max_t == 1  # a grace past max_t: no rung
+    with pytest.raises(ValueError, match="grace period of at least 1 epoch and a reduction factor above 1"):
+        schedulers.make_scheduler("moasha", objectives, 8, reduction_factor=1)
+
+
 # -- MOASHA: the scheduler's decisions and its state (the rung rules themselves: test_rungs.py) ---------------
 
 
