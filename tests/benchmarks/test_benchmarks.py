@@ -91,3 +91,11 @@ def test_mo_early_stopping_benchmark():
     assert all(s["mean_moasha_hv_over_fifo"] > 0 and s["mean_moasha_epochs_over_fifo"] <= 1 for s in summaries.values())
     sampler = [ln for ln in lines if ln.get("problem") == "sampler" and "mean_rung_tpe_hv_over_tpe" in ln]
     assert {ln["rule"] for ln in sampler} == {"pareto", "weighted_sum"}
+
+
+def test_mo_early_stopping_refuses_unknown_parts_and_a_missing_data_root(tmp_path):
+    for args, said in ((["--parts", "simulator,pbt"], "pbt is not a part; choose from simulator, better_mistakes, sampler"),
+                       (["--data-root", str(tmp_path / "none")], "is not a directory")):
+        p = subprocess.run([sys.executable, "-m", "benchmarks.mo_early_stopping", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 2 and said in p.stderr and not p.stdout, p.stderr[-2000:]
