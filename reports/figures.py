@@ -23,7 +23,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from reports.info import ExitFractionInfo, FrontPlotInfo, LearningCurvesInfo, ObjectiveInfo, ReportInfo, TrialCurvesInfo
+from reports.info import (
+    ExitFractionInfo,
+    FrontPlotInfo,
+    LearningCurvesInfo,
+    ObjectiveInfo,
+    ProgressInfo,
+    ReportInfo,
+    TrialCurvesInfo,
+)
 from reports.style import FRONT_COLOR, MARK_COLOR, MPL_MARKERS, figure_files, policy_styles, reference_styles
 from reports.values import fmt_num, trial_label
 
@@ -34,6 +42,7 @@ __all__ = [
     "render_front",
     "render_learning_curves",
     "render_objective",
+    "render_progress",
     "render_trial_curves",
 ]
 
@@ -186,6 +195,40 @@ def render_objective(info: ObjectiveInfo) -> Figure:
     return fig
 
 
+def time_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, name) to show a span of `seconds` in: seconds, minutes or hours."""
+    return (1.0, "s") if seconds < 120 else (60.0, "min") if seconds < 7200 else (3600.0, "h")
+
+
+def render_progress(info: ProgressInfo) -> Figure:
+    """The front's hypervolume against wall-clock time and against epochs spent; stopped trials crossed."""
+    fig = _new_figure(11.0, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    div, unit = time_unit(info.total_seconds)
+    for ax, x, x_stop, end, label in (
+            (axes[0], info.complete_seconds / div, info.stopped_seconds / div, info.total_seconds / div,
+             f"wall-clock time since the run started ({unit})"),
+            (axes[1], info.complete_epochs, info.stopped_epochs, float(info.total_epochs), "epochs trained by all trials")):
+        xs = np.concatenate([[0.0], x, [max(end, x[-1] if len(x) else 0.0)]])
+        ys = np.concatenate([[0.0], info.hypervolume, [info.hypervolume[-1] if len(info.hypervolume) else 0.0]])
+        ax.step(xs, ys, where="post", color=FRONT_COLOR, lw=1.5, zorder=2, label="hypervolume of the run's front")
+        ax.scatter(x, info.hypervolume, s=22, color=FRONT_COLOR, zorder=3, label=f"a trial completed ({len(x)})")
+        if len(x_stop):
+            ax.scatter(x_stop, info.stopped_hypervolume, s=34, marker="x", color="0.25", linewidths=1.2, zorder=4,
+                       label=f"a trial stopped early ({len(x_stop)})")
+        ax.set_xlabel(label)
+        ax.grid(True, color="0.9", lw=0.6)
+        ax.set_axisbelow(True)
+    if info.planned_epochs > info.total_epochs:
+        axes[1].axvline(info.planned_epochs, color="0.35", ls=":", lw=1.0,
+                        label=f"every trial to its end: {info.planned_epochs} epochs")
+    axes[0].set_ylabel("hypervolume of the run's front")
+    axes[1].legend(**_LEGEND)
+    fig.suptitle("Search progress: the hypervolume of the run's front over " + ", ".join(m.name for m in info.objectives)
+                 + " (calibration)", fontsize=11)
+    return fig
+
+
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
@@ -267,6 +310,8 @@ def render_figures(info: ReportInfo) -> dict[str, bytes]:
     for o in info.objectives:
         if len(o.trial_number):
             out[files[f"objective:{o.metric.name}"]] = figure_to_png(render_objective(o))
+    if info.progress is not None and (len(info.progress.complete_trials) or len(info.progress.stopped_trials)):
+        out[files["progress"]] = figure_to_png(render_progress(info.progress))
     if info.learning_curves.drawable:
         out[files["learning_curves"]] = figure_to_png(render_learning_curves(info.learning_curves))
     return out

@@ -240,6 +240,21 @@ def _objectives_section(info: ReportInfo, figures: Mapping[str, bytes]) -> str:
     return "".join(parts) + "<h3>Trials</h3>" + _trials_table(info)
 
 
+def _progress(info: ReportInfo, figures: Mapping[str, bytes]) -> str:
+    p = info.progress
+    if p is None or not (len(p.complete_trials) or len(p.stopped_trials)):
+        return _empty("No trial has ended yet.")
+    ref = ", ".join(f"{m.name} {fmt_num(v)}" for m, v in zip(p.objectives, p.reference))
+    share = f" ({100 * p.total_epochs / p.planned_epochs:.0f}%)" if p.planned_epochs else ""
+    caption = (f"The hypervolume of the run's front (the calibration points of complete trials; over "
+               f"{', '.join(m.name for m in p.objectives)}, reference point {ref}: {p.reference_rule}) after each trial "
+               "completed, against wall-clock time since the run started and against the epochs all trials had trained by "
+               f"then. Crosses: the {len(p.stopped_trials)} trial(s) a scheduler stopped early (partial, never on a front), "
+               f"when they stopped. Epochs trained: {p.total_epochs} of the {p.planned_epochs} these trials would have "
+               f"trained to their end{share}. " + " ".join(p.notes))
+    return _png(figures.get(figure_files(info)["progress"]), "search progress", caption.strip(), "No trial has ended yet.")
+
+
 def _failed(info: ReportInfo) -> str:
     if not info.failed.trials:
         return _empty("No failed trials.")
@@ -278,6 +293,7 @@ def render_html(info: ReportInfo, figures: Mapping[str, bytes]) -> str:
             f"{ef.metric.name} (test) of each global-front point, one segment per exit, in the table's order.",
             "No front point has an exit fraction.")))
     sections.append(("objectives", "Objectives over trials, and the trials", _objectives_section(info, figures)))
+    sections.append(("progress", "Search progress", _progress(info, figures)))
     sections.append(("learning", "Learning curves", _png(
         figures.get(files["learning_curves"]), "learning curves",
         "Per trial and epoch: " + ", ".join(dict.fromkeys(p.column for p in info.learning_curves.panels))

@@ -33,6 +33,7 @@ __all__ = [
     "ObjectiveInfo",
     "PointDetail",
     "PointSet",
+    "ProgressInfo",
     "Reference",
     "ReportInfo",
     "SpecInfo",
@@ -320,6 +321,30 @@ class SpecInfo(NamedTuple):
     declaration: tuple[DeclaredColumn, ...]
 
 
+class ProgressInfo(NamedTuple):
+    """The search's progress: the hypervolume of the run's front (complete trials' calibration points)
+    after each trial completed, against wall-clock time and against the epochs every trial had
+    trained by then; trials a scheduler stopped are marked where they stopped. Arrays of one event
+    kind are aligned and in time order."""
+
+    objectives: tuple[Metric, ...]  # the hypervolume's axes
+    reference: tuple[float, ...]  # its reference point, as stored
+    reference_rule: str  # where the reference point comes from
+    complete_trials: tuple[str, ...]  # trial ids, in completion order
+    complete_seconds: np.ndarray  # seconds since the run started, when each completed
+    complete_epochs: np.ndarray  # epochs trained by all trials by then
+    hypervolume: np.ndarray  # the front's hypervolume once each had completed
+    stopped_trials: tuple[str, ...]  # trials stopped early (partial), in stop order
+    stopped_seconds: np.ndarray
+    stopped_epochs: np.ndarray
+    stopped_hypervolume: np.ndarray  # the front's hypervolume when each stopped
+    stopped_fidelity: np.ndarray
+    total_seconds: float  # the last trial's end
+    total_epochs: int  # epochs trained by every trial
+    planned_epochs: int  # what those trials would have trained without early stopping
+    notes: tuple[str, ...]  # how times were obtained, when not measured per epoch
+
+
 class ReportInfo(NamedTuple):
     run_dir: Path
     header: HeaderInfo
@@ -333,3 +358,4 @@ class ReportInfo(NamedTuple):
     failed: FailedTrialsInfo
     spec: SpecInfo
     points: dict[str, PointDetail]  # every drawn point, by point id (hover texts)
+    progress: ProgressInfo | None = None  # None when no trial has ended yet

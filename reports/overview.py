@@ -41,6 +41,7 @@ from reports.info import (
     SpecInfo,
     TrialCurves,
 )
+from reports.progress import run_progress
 from reports.tables import RunTables
 from reports.values import MISSING, float_list, is_null, to_float
 
@@ -167,4 +168,5 @@ def compute_report_info(tables: RunTables) -> ReportInfo:
         failed=failed_trials_info(tables),
         spec=spec_info(tables),
         points=point_details(tables),
+        progress=run_progress(tables),
     )

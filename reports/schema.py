@@ -98,6 +98,7 @@ COMMON_CURVES = pa.schema([
     ("evaluation_seconds", pa.float64()),  # the per-epoch signal's own cost (calibration on the cached outputs)
     ("stage", pa.string()),  # the training plan's stage of this epoch (plans of several stages, or with a stop rule)
     ("restored_epoch", pa.int64()),  # the stage ended here with the weights of this (earlier) epoch
+    ("ended_at", pa.timestamp("us", tz="UTC")),  # when the epoch ended, its signal computed (the search's progress)
 ])
 
 _TYPES = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_(), "str": pa.string(), "floats": pa.list_(pa.float64())}

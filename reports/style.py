@@ -50,7 +50,7 @@ def figure_files(info: ReportInfo) -> dict[str, str]:
     """Figure key -> file name under RUN_DIR/figures/, for every figure the report may draw.
 
     Keys: "front:<i>" (i-th declared front pair), "trial_curves", "exit_fractions",
-    "objective:<name>", "learning_curves". Names follow the declaration, e.g. "front_accuracy_vs_cost.png".
+    "objective:<name>", "progress", "learning_curves". Names follow the declaration, e.g. "front_accuracy_vs_cost.png".
     """
     out: dict[str, str] = {}
     for i, front in enumerate(info.fronts):
@@ -60,5 +60,6 @@ def figure_files(info: ReportInfo) -> dict[str, str]:
     out["exit_fractions"] = "exit_fractions.png"
     for o in info.objectives:
         out[f"objective:{o.metric.name}"] = f"objective_{_safe(o.metric.name)}.png"
+    out["progress"] = "progress.png"
     out["learning_curves"] = "learning_curves.png"
     return out

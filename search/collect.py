@@ -162,7 +162,7 @@ def collect(
         trial_values = (pts or {}).get("trial") or status.get("trial") or {}
         common |= {k: v for k, v in trial_values.items() if k in trial_names or k not in common}
         for c in (_load_json(tdir / "curves.json") if tdir else None) or []:
-            curves.append({"trial_id": tid, **c})
+            curves.append({"trial_id": tid, **c, **({"ended_at": _time(c["ended_at"])} if "ended_at" in c else {})})
         if state != "complete":
             rows.append(common)
             continue

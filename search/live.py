@@ -128,8 +128,11 @@ class LiveDisplay(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.state.finish(trial.trial_id, failed=False)
         name = self.state.objective
-        v = (trial.last_result or {}).get(name)
-        self._log(f"trial {trial.trial_id} done: {name} {v if v is None else round(v, 4)}; "
+        last = trial.last_result or {}
+        v = last.get(name)
+        stopped = last.get("fidelity") is not None and float(last["fidelity"]) < 1.0  # a scheduler ended it early
+        how = f"stopped early at epoch {last.get('epoch')}" if stopped else "done"
+        self._log(f"trial {trial.trial_id} {how}: {name} {v if v is None else round(v, 4)}; "
                   f"{self.state.done} done, {self.state.failed} failed of {self.state.total}")
         self._refresh()
 

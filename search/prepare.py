@@ -94,7 +94,8 @@ def run_document(space: Space, spec: RunSpec, references: dict[str, float], runn
         "runner": runner,
         "declaration": space.declaration(budget, options).to_dict(),
         "references": references,
-        "budget_detail": {"epochs": budget.epochs, "data_size": data_size(space, spec), "calibration": budget.calibration},
+        "budget_detail": {"epochs": budget.epochs, "data_size": data_size(space, spec), "calibration": budget.calibration,
+                          "grace_period": budget.grace_period, "reduction_factor": budget.reduction_factor},
         "provenance": provenance(),
     }
 

@@ -6,9 +6,11 @@
 - The Optuna study lives in Journal-file storage inside the run directory (`study.journal`),
   so it survives the driver and can be inspected with plain Optuna.
 - Metric and mode are set on the searcher only (a list for multi-objective spaces); a Tune
-  scheduler, when asked for, acts on the space's first objective per epoch. A trial a
-  scheduler stops reaches Optuna as COMPLETE with its partial values, so its fidelity is
-  recorded (Optuna user attribute and the results table) and it is kept off every front.
+  scheduler, when asked for, acts on the space's declared objectives per epoch
+  (search/schedulers.py). A trial a scheduler stops reaches Optuna as PRUNED, never with its
+  partial values as final ones, carrying its fidelity and its rung (epochs, values) as user
+  attributes, which the sampler (search/sampler.py) ranks pruned trials by; the results table
+  records it as `partial` and it is kept off every front.
 - Trials run in reused actors (Tune's `reuse_actors`): the trial function resets the
   process-wide state it touches (Accelerate singletons, seeds, torch threads) on entry.
 - A trial that raises or diverges is recorded as failed with its reason and the search goes on;
@@ -114,6 +116,7 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from search.sampler import RUNG_EPOCH, RUNG_VALUES, RungTPESampler
     from search.study import open_storage
 
     class FidelityOptunaSearch(OptunaSearch):
@@ -132,12 +135,38 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
                     params.setdefault("seed", numbered_trial_seed(spec.seed, ot.number))  # same command, same seeds
             return params
 
+        def _told(self, trial_id: str) -> bool:
+            """Whether Optuna already knows how this trial ended. A resumed search runs the searcher Tune
+            last saved, which may predate a tell the study journal kept: a trial that ended (or that a
+            scheduler stopped) just before the driver was killed, which Tune then restarts."""
+            ot = self._ot_trials.get(trial_id)
+            if trial_id not in self._completed_trials and ot is not None \
+                    and self._ot_study._storage.get_trial(ot._trial_id).state.is_finished():
+                self._completed_trials.add(trial_id)
+            return trial_id in self._completed_trials
+
+        def on_trial_result(self, trial_id: str, result):
+            if not isinstance(self.metric, list) and not self._told(trial_id):  # (multi-objective: nothing to report)
+                super().on_trial_result(trial_id, result)
+
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+            if self._told(trial_id):
+                return
             ot = self._ot_trials.get(trial_id)
             if ot is not None and result:
                 ot.set_user_attr("fidelity", result.get("fidelity"))
             if error and ot is not None and trial_id not in self._completed_trials:
                 self._ot_study.tell(ot, None, state=optuna.trial.TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
+            fidelity = (result or {}).get("fidelity")
+            if ot is not None and trial_id not in self._completed_trials and fidelity is not None and float(fidelity) < 1.0:
+                # stopped early by a scheduler: PRUNED, so the sampler never takes its partial values for final
+                # ones; what its rung taught goes with it (search/sampler.py ranks pruned trials by it)
+                ot.set_user_attr(RUNG_EPOCH, result.get("epoch", result.get("training_iteration")))
+                names = self._metric if isinstance(self._metric, list) else [self._metric]
+                ot.set_user_attr(RUNG_VALUES, [None if result.get(m) is None else float(result[m]) for m in names])
+                self._ot_study.tell(ot, None, state=optuna.trial.TrialState.PRUNED)
                 self._completed_trials.add(trial_id)
                 return
             super().on_trial_complete(trial_id, result=result, error=error)
@@ -146,7 +175,7 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     storage = open_storage(spec.run_dir)
     metrics = list(decl.objectives)
     modes = [decl.objectives[m] for m in metrics]
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
+    sampler = RungTPESampler(seed=spec.seed, multivariate=True, constant_liar=True)
     return FidelityOptunaSearch(
         space=space.search_space(space.budget(spec.budget), spec.options),
         metric=metrics if len(metrics) > 1 else metrics[0],
@@ -325,6 +354,10 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
 
     doc = run_document(space, spec, references, runner="ray tune")
     decl = Declaration.from_dict(doc["declaration"])
+    # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like; made
+    # before anything is written (a resumed run's scheduler state must match: BadInput otherwise)
+    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs, state_dir=spec.run_dir,
+                               grace_period=budget.grace_period, reduction_factor=budget.reduction_factor)
     spec_path = run_dir / "spec.json"
     if spec.resume and spec_path.exists():  # the resume was accepted (search/resume.py): what it changed is recorded
         doc = resumed_document(json.loads(spec_path.read_text()), doc)
@@ -362,8 +395,6 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
         _trial_resources(spec),
     )
-    # the same measure every epoch and at the end (the family's evaluate), so rungs compare like with like
-    scheduler = make_scheduler(spec.scheduler, decl.objectives, budget.epochs)
     # Tune keeps its state in the run directory, or (a bucket run) in the run's place in the bucket
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):

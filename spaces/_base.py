@@ -37,6 +37,10 @@ class Budget:
     data_size: str  # "tiny" | "smoke" (subset) | "full"
     trials: int  # default number of trials
     calibration: dict[str, Any] = field(default_factory=dict)  # the family's calibration settings
+    # early stopping (`--scheduler asha|moasha|asha_sum`): rungs at grace_period * reduction_factor**k epochs
+    # below `epochs` (the maximum fidelity), and 1 / reduction_factor of a rung's trials go on
+    grace_period: int = 1
+    reduction_factor: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,30 @@ def test_bucket_storage_benchmark():
     last = lines[-1]
     assert last["complete_trials_local"] == last["complete_trials_bucket"] == 1
     assert last["bucket_files"] > 10 and last["bucket_bytes"] > 0 and last["wall_ratio_bucket_over_local"] > 0
+
+
+@pytest.mark.slow
+def test_mo_early_stopping_benchmark():
+    lines = bench([sys.executable, "-m", "benchmarks.mo_early_stopping", "--quick"], timeout=1800)
+    runs = [ln for ln in lines if "scheduler" in ln]
+    assert {(ln["problem"], ln["scheduler"]) for ln in runs} == {(p, s) for p in ("simulator", "better_mistakes")
+                                                                 for s in ("fifo", "asha_sum", "moasha")}
+    for ln in runs:
+        assert ln["complete"] >= 1 and ln["hypervolume"] > 0 and ln["wall_s"] > 0
+        if ln["scheduler"] == "fifo":  # no stopping: every trial trains to its end
+            assert ln["stopped"] == 0 and ln["epochs"] == ln["planned_epochs"]
+        else:
+            assert ln["epochs"] <= ln["planned_epochs"]
+    summaries = {ln["problem"]: ln for ln in lines if "seeds" in ln and "mean_moasha_hv_over_fifo" in ln}
+    assert set(summaries) == {"simulator", "better_mistakes"}
+    assert all(s["mean_moasha_hv_over_fifo"] > 0 and s["mean_moasha_epochs_over_fifo"] <= 1 for s in summaries.values())
+    sampler = [ln for ln in lines if ln.get("problem") == "sampler" and "mean_rung_tpe_hv_over_tpe" in ln]
+    assert {ln["rule"] for ln in sampler} == {"pareto", "weighted_sum"}
+
+
+def test_mo_early_stopping_refuses_unknown_parts_and_a_missing_data_root(tmp_path):
+    for args, said in ((["--parts", "simulator,pbt"], "pbt is not a part; choose from simulator, better_mistakes, sampler"),
+                       (["--data-root", str(tmp_path / "none")], "is not a directory")):
+        p = subprocess.run([sys.executable, "-m", "benchmarks.mo_early_stopping", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 2 and said in p.stderr and not p.stdout, p.stderr[-2000:]

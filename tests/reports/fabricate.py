@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ TRIALS: dict[str, tuple[int, str, float | None]] = {
     "t3": (3, "failed", None),
 }
 EPOCHS = {"complete": 5, "partial": 2, "failed": 1}
+# wall clock: the run starts at START (spec.json); trial number n starts 60 n seconds later, each epoch takes 100 s
+# and ends at start + 100 e; a trial writes its result one second after its last epoch
+START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_end(n: int, e: int) -> datetime:
+    return START + timedelta(seconds=60 * n + 100 * e)
 TRIAL_FRONT = {"t0": {0, 2}, "t1": {0}, "t2": {0, 1, 2}}  # point indices on the trial's own front
 
 ONE_LEVEL_DECL = Declaration(
@@ -94,15 +102,15 @@ GRAN = Case("gran_hbn", GRAN_DECL, "gran_hbn", ("calibrated",), ("fixed:fine@0",
             {"t0": frozenset({(0, 0)}), "t1": frozenset({(0, 0)}), "t2": frozenset({(0, 1), (0, 2)})},
             {"flops": REFERENCE_COST},
             figures=frozenset({"front_accuracy_vs_expected_flops.png", "front_accuracy_vs_specificity.png", "trial_curves.png",
-                               "exit_fractions.png", "objective_hypervolume.png", "learning_curves.png"}))
+                               "exit_fractions.png", "objective_hypervolume.png", "progress.png", "learning_curves.png"}))
 ONE_LEVEL = Case("one_level", ONE_LEVEL_DECL, "made_up", ("target", "budget", "search", "risk"), ("fixed:exit@0",), 3,
                  {"t0": frozenset({(0, 0)}), "t1": frozenset({(0, 0)}), "t2": frozenset({(0, 1), (0, 2), (3, 0)})},
                  {"cost": REFERENCE_COST}, reference_on_front=True,
                  figures=frozenset({"front_top1_vs_expected_cost.png", "trial_curves.png", "exit_fractions.png",
-                                    "objective_score.png", "learning_curves.png"}))
+                                    "objective_score.png", "progress.png", "learning_curves.png"}))
 SINGLE = Case("single", SINGLE_DECL, "single_point", ("final",), (), 1,
               {"t0": frozenset({(0, 0)}), "t1": frozenset({(0, 0)}), "t2": frozenset({(0, 0)})},
-              figures=frozenset({"front_accuracy_vs_expected_flops_norm.png", "learning_curves.png"}))
+              figures=frozenset({"front_accuracy_vs_expected_flops_norm.png", "progress.png", "learning_curves.png"}))
 CASES = (GRAN, ONE_LEVEL, SINGLE)
 MARKED = ("t2", 0, 1)  # the (trial, policy index, point index) whose calibration row carries every declared mark
 
@@ -159,7 +167,7 @@ def _base(case: Case, trial: str, status: str, n: int) -> dict[str, Any]:
             "status": status, "epochs_done": done if status != "failed" else 1, "epochs_planned": 5,
             "fidelity": (done if status != "failed" else 1) / 5, "seed": 7 + n, "config": config(n, case.decl),
             "git_rev": "abc1234+dirty", "versions_json": json.dumps({"torch": "2.5.0"}), "device": "cpu",
-            "hostname": "testhost"}
+            "hostname": "testhost", "created_at": epoch_end(n, done if status != "failed" else 1) + timedelta(seconds=1)}
 
 
 def result_rows(case: Case, all_failed: bool = False) -> list[dict[str, Any]]:
@@ -188,7 +196,8 @@ def curve_rows(case: Case) -> list[dict[str, Any]]:
     for trial, (n, status, _) in TRIALS.items():
         for e in range(1, EPOCHS[status] + 1):
             row: dict[str, Any] = {"trial_id": trial, "epoch": e, "train_loss": 2.0 / e + 0.1 * n, "lr": 0.1 * 0.8**e,
-                                   "epoch_seconds": 3.0, "images_per_second": 1000.0, "evaluation_seconds": 0.1}
+                                   "epoch_seconds": 3.0, "images_per_second": 1000.0, "evaluation_seconds": 0.1,
+                                   "ended_at": epoch_end(n, e)}
             for c in case.decl.curves:
                 row[c.name] = [0.1 * e, 0.12 * e, 0.15 * e] if c.kind == "floats" else 0.05 * e
             rows.append(row)
@@ -199,7 +208,7 @@ def spec(case: Case) -> dict[str, Any]:
     return {"run": "demo-run", "space": case.space, "dataset": "cifar100", "budget": "smoke", "trials": 4, "seed": 7,
             "declaration": case.decl.to_dict(), "references": dict(case.reference_costs),
             "provenance": {"git_rev": "abc1234+dirty", "versions": {"torch": "2.5.0", "numpy": "2.1"}, "device": "cpu",
-                           "hostname": "testhost", "python": "3.11.2", "started_at": "2025-01-01T00:00:00Z"},
+                           "hostname": "testhost", "python": "3.11.2", "started_at": START.isoformat()},
             "args": {"resume": False, "out": "runs/demo"}}
 
 

@@ -63,19 +63,24 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     assert {r["trial_id"]: r["status"] for r in again} == {t: r["status"] for t, r in trials.items()}
 
 
-def test_asha_stopped_trials_are_partial_and_off_the_front(tmp_path):
+@pytest.mark.parametrize("scheduler", ["asha", "moasha"])
+def test_stopped_trials_are_partial_off_the_front_and_not_final_to_optuna(tmp_path, scheduler):
     p = search("--space", "tiny_asha", "--data", "synthetic", "--trials", "6", "--storage", str(tmp_path), "--name", "asha",
-               "--scheduler", "asha", "--no-report")
+               "--scheduler", scheduler, "--no-report")
     assert p.returncode == 0, p.stderr[-3000:]
     rows = pq.read_table(tmp_path / "asha" / "results.parquet").to_pylist()
     status = {r["trial_id"]: (r["status"], r["fidelity"]) for r in rows}
     partial = [t for t, (s, f) in status.items() if s == "partial"]
-    assert partial, f"ASHA stopped no trial: {status}"
+    assert partial, f"{scheduler} stopped no trial: {status}"
     assert all(status[t][1] < 1 for t in partial)
     assert not any(r["on_front"] for r in rows if r["status"] != "complete")
     assert any(r["on_front"] for r in rows if r["status"] == "complete")
-    fid = {t.user_attrs.get("tune_trial_id"): t.user_attrs.get("fidelity") for t in study(tmp_path / "asha").trials}
-    assert all(fid[t] is not None and fid[t] < 1 for t in partial)
+    trials = {t.user_attrs.get("tune_trial_id"): t for t in study(tmp_path / "asha").trials}
+    assert all(trials[t].user_attrs.get("fidelity") is not None and trials[t].user_attrs["fidelity"] < 1 for t in partial)
+    assert all(trials[t].state.name == "PRUNED" for t in partial)  # a partial value is not told as final
+    if scheduler == "moasha":  # its rungs kept in the run directory, every stop among them
+        kept = json.loads((tmp_path / "asha" / "scheduler" / "rungs.json").read_text())
+        assert set(kept["stopped"]) == set(partial) and kept["rungs"]
 
 
 def test_ray_multi_objective_space(tmp_path):

@@ -4,6 +4,7 @@ clean state between trials, and one signal measure from the first epoch to the l
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -93,6 +94,13 @@ def test_trial_writes_points_caches_front_and_checkpoint(tmp_path):
         hv = hypervolume(z["front"], z["reference"], z["maximize"].tolist())
         assert list(z["objectives"]) == ["accuracy", "specificity", "expected_flops_norm"]
     assert hv == pytest.approx(pts["trial"]["hypervolume"], abs=1e-12)
+    # each epoch says when it ended (the report places the epochs a search spent in time)
+    ended = [datetime.fromisoformat(c["ended_at"]) for c in json.loads((d / "curves.json").read_text())]
+    assert len(ended) == 2 and ended[0] <= ended[1] <= datetime.fromisoformat(status["updated_at"])
+    # restarted from its last checkpoint, taken after it finished (a resumed search may do so): nothing is redone
+    # and it stays complete
+    assert run_trial(gran_family(), dict(TINY_CFG), ctx) == {} and len(ctx.reporter.history) == 2
+    assert json.loads((d / "status.json").read_text()) == status
 
 
 def test_per_epoch_signal_is_the_final_measure(tmp_path):

@@ -9,7 +9,7 @@ PURE = ["trainables.contract", "trainables.pareto", "trainables.engine", "traina
         "trainables.exits", "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.exits.modes",
         "trainables.exits.plain",
         "trainables.hierarchy", "trainables.data_info", "trainables.metrics", "trainables.hierarchy_heads.routing",
-        "trainables.hierarchy_heads.induce", "reports.tables"]
+        "trainables.hierarchy_heads.induce", "reports.tables", "reports.progress", "search.rungs"]
 
 
 def test_pure_modules_import_no_torch():

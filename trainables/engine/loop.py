@@ -391,7 +391,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             evaluation = family.evaluate(calib_cache, stage_inputs)
             row = {"epoch": position, "train_loss": mean_loss, "calib_loss": calib_loss, "lr": lr,
                    "epoch_seconds": seconds, "images_per_second": steps * batch_size / seconds,
-                   "evaluation_seconds": time.perf_counter() - t1, **evaluation.curve}
+                   "evaluation_seconds": time.perf_counter() - t1, "ended_at": datetime.now(timezone.utc).isoformat(),
+                   **evaluation.curve}
             if len(plan.stages) > 1 or tracker is not None:
                 row["stage"] = stage.name
             if tracker is not None:
