@@ -53,9 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
     p.add_argument("--budget", default="smoke", help="the space's budget: smoke (minutes on a laptop) or full (a real search); "
                    "each space lists its own")
-    for name, (choices, spaces_with) in _space_options().items():  # each space's own run options
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                       help=f"{spaces_with}: one of {', '.join(choices)}")
+    for name, spaces_with in _space_options().items():  # each space's own run options
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=spaces_with)
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -84,15 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _space_options() -> dict[str, tuple[tuple[str, ...], str]]:
-    """Every run option any space declares: its choices and "space: help" texts."""
+def _space_options() -> dict[str, str]:
+    """Every run option any space declares, with its "space: help (accepted values)" texts."""
     from spaces import get_space, list_spaces
 
-    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    out: dict[str, str] = {}
     for name in list_spaces():
         for key, opt in get_space(name).options.items():
-            choices, text = out.get(key, ((), ""))
-            out[key] = (tuple(dict.fromkeys(choices + opt.choices)), (text + "; " if text else "") + f"{name}: {opt.help}")
+            text = out.get(key, "")
+            out[key] = (text + "; " if text else "") + f"{name}: {opt.help} ({opt.accepts()})"
     return out
 
 
