@@ -66,7 +66,7 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     _HANDOVER.clear()
     data = DataInfo.of(ds)
     family = space.family(budget, space.resolve_options(spec.options))
-    family.check(data)  # UnsuitableData before any trial starts
+    family.check_data(data)  # UnsuitableData before any trial starts
     best = 0.0
     for cfg in space.largest_configs(budget):
         net = family.build_model(cfg, data)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from trainables.data import Dataset, Split, get_dataset, node_cache
+from trainables.data import Dataset, Split, get_dataset, multi_hot_coarse, node_cache
 
 __all__ = ["DeviceLoader", "load_data"]
 
@@ -61,8 +61,10 @@ class DeviceLoader:
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.images = split.images.to(device, non_blocking=True)
-        self.fine = split.fine.to(device)
-        self.coarse = torch.as_tensor(coarse_of, device=device)[self.fine]
+        self.fine = split.fine.to(device)  # (N,) classes, or (N, C) multi-hot targets
+        coarse_of = torch.as_tensor(coarse_of, device=device)
+        self.coarse = (multi_hot_coarse(self.fine, coarse_of, int(coarse_of.max()) + 1) if split.multi_label
+                       else coarse_of[self.fine])
         self.batch_size = int(batch_size)
         self.device = device
         self.train = train

@@ -22,7 +22,8 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
 * `thresholds(point, model)`  the exit thresholds (levels x exits) of a stored point, and
   `predictor(point, checkpoint, device)`  the predictor of a stored point (by default the
   early-exit cascade at those thresholds; trainables/predictor.py);
-* `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts.
+* `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts; a
+  multi-label dataset is refused unless the family says it takes multi-hot targets (`multi_label`).
 
 `data` (DataInfo) is what the family may know of the dataset: shapes, class names, the
 two-level hierarchy and, where the dataset has one, a deeper class tree.
@@ -45,7 +46,8 @@ __all__ = ["DataInfo", "Evaluation", "Family", "TrialInputs", "UnsuitableData", 
 
 
 class UnsuitableData(ValueError):
-    """The dataset cannot serve this family with these options (e.g. no deeper class tree)."""
+    """The dataset, or a file the run's options name, cannot serve this family with these options
+    (e.g. no deeper class tree, multi-label targets, missing pretrained weights): exit 2."""
 
 
 class TrialInputs(NamedTuple):
@@ -73,6 +75,8 @@ class Family(ABC):
     levels: tuple[str, ...] = ("fine",)
     #: measure every exit's latency on the trial's device (costs "latency_ms", "latency_ms_batched")
     latency: bool = False
+    #: its losses and metrics take multi-label (multi-hot) targets; else a multi-label dataset is refused
+    multi_label: bool = False
 
     def __init__(self, declaration: Declaration, calibration: Mapping[str, Any],
                  reference_configs: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -90,6 +94,15 @@ class Family(ABC):
 
     def check(self, data: DataInfo) -> None:
         """Raise UnsuitableData (what is wrong, what to do) when this family cannot use the data."""
+
+    def check_data(self, data: DataInfo) -> None:
+        """What the engine calls before any trial starts: multi-label targets only for a family that
+        takes them, then the family's own `check`."""
+        if data.multi_label and not self.multi_label:
+            raise UnsuitableData(f"the dataset is multi-label (several classes per image), but {type(self).__name__} "
+                                 "answers one class per image: use a single-label dataset, or a space whose family "
+                                 "takes multi-label targets")
+        self.check(data)
 
     def plan(self, inputs: TrialInputs) -> Plan:
         """The trial's training plan; by default one stage of the config's `epochs`."""

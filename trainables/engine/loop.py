@@ -291,7 +291,9 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
 
     def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
         logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
-        labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
+        # class indices as int64; multi-hot targets (a multi-label dataset) as uint8 (N, n_classes)
+        labels = {k: t.cpu().numpy() if t.ndim == 2 else t.cpu().numpy().astype(np.int64)
+                  for k, t in (("fine", loader.fine), ("coarse", loader.coarse))}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
                          costs, references, plain, family.cache_extras(net, data)), loss

@@ -47,11 +47,12 @@ class PeakMemory:
 
 
 def dataset_bytes(ds: Any) -> int:
-    """What a trial keeps on its device: every split's uint8 images and its int64 fine and
-    coarse labels (DeviceLoader)."""
+    """What a trial keeps on its device: every split's uint8 images and its fine and coarse labels
+    (DeviceLoader: int64 classes, or uint8 multi-hot vectors for a multi-label dataset)."""
     total = 0
     for split in (ds.train, ds.calib, ds.test):
-        total += split.images.nelement() * split.images.element_size() + 2 * 8 * len(split.fine)
+        labels = split.fine.nelement() * split.fine.element_size()
+        total += split.images.nelement() * split.images.element_size() + (2 * labels if split.multi_label else 2 * 8 * len(split))
     return int(total)
 
 
@@ -59,8 +60,14 @@ def _batch(data: DataInfo, batch_size: int, device: torch.device, channels_last:
     x = torch.randn(batch_size, data.channels, data.image_size, data.image_size, generator=gen).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    coarse_of = torch.as_tensor(np.asarray(data.coarse_of), dtype=torch.int64)
+    if data.multi_label:  # multi-hot targets, as a multi-label dataset's batches hold
+        from trainables.data import multi_hot_coarse
+
+        yf = (torch.rand(batch_size, data.n_fine, generator=gen) < 0.3).to(torch.uint8)
+        return x, yf.to(device), multi_hot_coarse(yf, coarse_of, data.n_coarse).to(device)
     yf = torch.randint(0, data.n_fine, (batch_size,), generator=gen)
-    yc = torch.as_tensor(np.asarray(data.coarse_of), dtype=torch.int64)[yf]
+    yc = coarse_of[yf]
     return x, yf.to(device), yc.to(device)
 
 
