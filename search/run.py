@@ -38,16 +38,16 @@ from trainables.storage import is_uri, run_mirror  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     from spaces import list_spaces
-    from trainables.data import list_datasets
+    from trainables.data import describe_datasets
 
     p = argparse.ArgumentParser(
         prog="python -m search.run",
         description="Search a named space of early-exit / hierarchical classifiers with Ray Tune + Optuna, "
         "calibrate each trained network's exits, and report Pareto fronts.",
-        epilog=f"spaces: {', '.join(list_spaces())}.  datasets: {', '.join(list_datasets())}.",
+        epilog=f"spaces: {', '.join(list_spaces())}.  datasets: {describe_datasets()}.",
     )
     p.add_argument("--space", required=True, help=f"one of: {', '.join(list_spaces())}")
-    p.add_argument("--data", default=None, help=f"dataset (default: the space's); one of: {', '.join(list_datasets())}")
+    p.add_argument("--data", default=None, help=f"dataset (default: the space's); one of: {describe_datasets()}")
     p.add_argument("--data-root", default=None, help="directory holding the dataset's official files")
     p.add_argument("--download", action="store_true", help="download the dataset into --data-root if missing")
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
@@ -144,15 +144,16 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     if problem:
         return _fail(console, problem)
     from spaces import get_space
-    from trainables.data import DatasetUnavailable, list_datasets
+    from trainables.data import DatasetUnavailable, UnknownDataset, canonical_dataset
 
     try:
         space = get_space(args.space)
     except KeyError as exc:
         return _fail(console, str(exc.args[0]))
-    data = args.data or space.default_data
-    if data not in list_datasets():
-        return _fail(console, f"unknown dataset {data!r}; known: {', '.join(list_datasets())}")
+    try:  # a name with an argument comes back in the form every worker can use (csv:PATH: the path absolute)
+        data = canonical_dataset(args.data or space.default_data)
+    except (UnknownDataset, DatasetUnavailable) as exc:
+        return _fail(console, str(exc))
     if args.resume and not args.name:
         return _fail(console, "--resume needs --name of the run to resume")
     try:

@@ -86,6 +86,21 @@ def _truncated_pickle(tmp: Path) -> list[str]:
     return ["--data", "cifar10", "--data-root", str(tmp / "data")]
 
 
+def _csv(rows: list[str], images: int = 0) -> Callable[[Path], list[str]]:
+    """A CSV dataset (--data csv:PATH) with `images` small PNGs beside it."""
+    def setup(tmp: Path) -> list[str]:
+        import torch
+        from torchvision.io import write_png
+
+        folder = tmp / "csvdata"
+        folder.mkdir()
+        for i in range(images):
+            write_png(torch.full((3, 8, 8), 10 * i, dtype=torch.uint8), str(folder / f"{i}.png"))
+        (folder / "labels.csv").write_text("ImageID,Labels,Caption\n" + "".join(rows))
+        return ["--data", f"csv:{folder / 'labels.csv'}"]
+    return setup
+
+
 def _plugin_missing(tmp: Path) -> list[str]:
     return []
 
@@ -143,6 +158,13 @@ CASES: dict[str, Case] = {
     "images of the wrong shape": Case(["--space", "gran_hbn", "--data-size", "tiny"], "32",
                                       setup=_npz(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10)),
     "truncated pickles": Case(["--space", "gran_hbn", "--data-size", "tiny"], "data_batch_1", setup=_truncated_pickle),
+    "csv dataset without its path": Case(["--space", "gran_hbn", "--data", "csv"], "is named csv:PATH"),
+    "csv with a label that is not a number": Case(["--space", "gran_hbn"], "label 'cat' of image '1.png' is not a whole number",
+                                                  setup=_csv(["0.png,1,x\n", "1.png,cat,y\n"])),
+    "csv naming images that are not there": Case(["--space", "gran_hbn"], "are not under",
+                                                 setup=_csv([f"{i}.png,{i % 2}\n" for i in range(12)], images=10)),
+    "multi-label csv for a single-label space": Case(["--space", "gran_hbn"], "the dataset is multi-label",
+                                                     setup=_csv([f"{i}.png,{i % 3} {3 + i % 2}\n" for i in range(12)], images=12)),
     "corrupt results.parquet on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "results.parquet is corrupt",
                                               setup=_corrupt("results.parquet", b"PAR1 torn")),
     "corrupt study.journal on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "study.journal",

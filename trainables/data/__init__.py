@@ -15,8 +15,11 @@ Targets are single-label (int64 class indices, with the two-level class hierarch
 stratified on labels (iterative stratification, trainables/stratify.py), not on one class.
 
 Builders are registered with `@register_dataset` and looked up with `get_dataset(name, ...)`.
-Importing this package registers the built-in datasets: cifar10, cifar100, fashion_mnist and
-synthetic (generated in-process, needs no files; the offline fallback for every test and demo).
+Importing this package registers the built-in datasets: cifar10, cifar100, fashion_mnist,
+synthetic (generated in-process, needs no files; the offline fallback for every test and demo) and
+csv, images listed in a CSV file (trainables/data/csv_images.py). A name may carry an argument
+after a colon, `KIND:ARG` (`csv:PATH?size=64`), which reaches the builder of KIND as `source=ARG`;
+`canonical_dataset` checks a name and returns the form every process can use (an absolute path).
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ __all__ = [
     "as_split",
     "assemble",
     "balanced_subset",
+    "canonical_dataset",
     "channel_stats",
     "corrupt_hint",
     "dataset_unavailable",
     "default_data_root",
+    "describe_datasets",
     "get_dataset",
     "list_datasets",
     "multi_hot_coarse",
@@ -437,6 +442,32 @@ register_dataset = _REGISTRY.register
 list_datasets = _REGISTRY.names
 
 
+def _kind(name: str) -> tuple[str, str | None]:
+    """("csv", "PATH?size=64") of "csv:PATH?size=64"; (name, None) of a plain name."""
+    kind, sep, arg = name.partition(":")
+    return (kind, arg) if sep else (name, None)
+
+
+def canonical_dataset(name: str) -> str:
+    """`name` checked and in the form every process of a run can use (a builder that takes an
+    argument may make it canonical, e.g. a path absolute: a builder attribute `canonical`).
+    UnknownDataset for an unknown name, or a missing or unwanted argument."""
+    kind, arg = _kind(name)
+    builder = _REGISTRY[kind]
+    usage = getattr(builder, "usage", None)
+    if (arg is None) != (usage is None):
+        raise UnknownDataset(f"dataset {kind!r} is named {usage}" if usage else f"dataset {kind!r} takes no argument after ':'")
+    if arg is None:
+        return kind
+    canonical = getattr(builder, "canonical", None)
+    return f"{kind}:{canonical(arg) if canonical else arg}"
+
+
+def describe_datasets() -> str:
+    """The dataset names as --help shows them (with their argument, e.g. csv:PATH[?size=N])."""
+    return ", ".join(getattr(_REGISTRY[n], "usage", None) or n for n in list_datasets())
+
+
 def get_dataset(
     name: str,
     root: str | Path | None = None,
@@ -463,11 +494,14 @@ def get_dataset(
         UnknownDataset (a KeyError and a ValueError): unknown name; the message lists the known ones.
         DatasetUnavailable: files missing (or DatasetCorrupt: unreadable / bad checksum).
     """
-    builder = _REGISTRY[name]
+    kind, arg = _kind(name)
+    builder = _REGISTRY[kind]
     check_size(size)
+    if arg is not None:
+        kwargs["source"] = arg
     return builder(root, seed=seed, download=download, size=size, **kwargs)
 
 
 # Registration happens on import of the builder modules; they import the names above, so they
 # must come last.
-from trainables.data import cifar, fashion_mnist, synthetic  # noqa: E402,F401
+from trainables.data import cifar, csv_images, fashion_mnist, synthetic  # noqa: E402,F401
