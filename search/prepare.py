@@ -70,7 +70,7 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     best = 0.0
     for cfg in space.largest_configs(budget):
         net = family.build_model(cfg, data)
-        best = max(best, float(exit_flops(net, data.channels, data.image_size)[-1]))
+        best = max(best, float(exit_flops(net, data.channels, family.input_size(cfg, data))[-1]))
     return {"flops": best}
 
 

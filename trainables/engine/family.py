@@ -10,6 +10,10 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
 
 * `build_model(config, data)`  its network (one with `n_exits`, `levels` and `segments()`, e.g.
   an EarlyExitNet with the family's answer levels);
+* `input_size(config, data)`  (optional) the side of the images its network sees (by default the
+  dataset's own; batches are resized to it on the device, and FLOPs are counted at it);
+* `augmentation(inputs)`  (optional) how its training batches are augmented on the device
+  (trainables/engine/augment.py; by default pad-crop and flip);
 * `plan(inputs)`  (optional) its training plan; by default one stage of `epochs`;
 * `make_loss(inputs, n_exits)`  its loss for the stage, called as loss(outputs, y_fine, y_coarse, epoch);
 * `evaluate(calib, inputs)`  the trial's signal from the calibration split's cached outputs,
@@ -40,6 +44,7 @@ import numpy as np
 from trainables.contract import Declaration, Outcome
 from trainables.data_info import DataInfo
 from trainables.exits import ExitCache
+from trainables.engine.augment import Augment
 from trainables.engine.plan import Plan, Stage, one_stage
 
 __all__ = ["DataInfo", "Evaluation", "Family", "TrialInputs", "UnsuitableData", "pick", "point_rows"]
@@ -103,6 +108,14 @@ class Family(ABC):
                                  "answers one class per image: use a single-label dataset, or a space whose family "
                                  "takes multi-label targets")
         self.check(data)
+
+    def input_size(self, config: Mapping[str, Any], data: DataInfo) -> int:
+        """The side in pixels of the images the network sees: by default the dataset's own."""
+        return int(data.image_size)
+
+    def augmentation(self, inputs: TrialInputs) -> Augment:
+        """How the trial's training batches are augmented on the device: by default pad-crop and flip."""
+        return Augment()
 
     def plan(self, inputs: TrialInputs) -> Plan:
         """The trial's training plan; by default one stage of the config's `epochs`."""

@@ -13,7 +13,10 @@ statistics; its optimiser and schedule; its stop rule), each epoch:
    the same measure every epoch and at the end (so a scheduler compares like with like);
 3. checkpoints and reports the signal to the outer search.
 
-After the last epoch it caches the test split too, hands both caches to the family's
+Every cache also carries the seconds of training spent so far (`extras["train_seconds"]`, summed
+over the epochs' training passes, resumed ones included), so a family may judge a network by what
+it cost to train, and a recalibration reads the same figure. After the last epoch it caches the
+test split too, hands both caches to the family's
 `finish` (points chosen on calibration, scored on test), and writes the trial directory:
 `status.json`, `curves.json`, `points.json`, `calibration_front.npz` (the whole calibration front,
 from which the stored hypervolume can be recomputed), `exit_cache_{calibration,test}.npz` and
@@ -208,7 +211,7 @@ def reference_latency(family: Family, data: DataInfo, device: torch.device, auto
         best = 0.0
         for cfg in family.reference_configs:
             net = family.build_model(cfg, data).to(device)
-            best = max(best, float(measure_latency(net, data.channels, data.image_size, batch_size=1,
+            best = max(best, float(measure_latency(net, data.channels, family.input_size(cfg, data), batch_size=1,
                                                    warmup=2, repeats=5, autocast=autocast).exit_ms[-1]))
         _REFERENCE_LATENCY[key] = best
     return _REFERENCE_LATENCY[key]
@@ -247,13 +250,14 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     net = family.build_model(config, data).to(device)
     if use_cuda:
         net = net.to(memory_format=torch.channels_last)
-    stage_f, head_f = segment_flops(net, data.channels, data.image_size)
+    size = family.input_size(searched, data)  # the side the network sees: batches are resized to it
+    stage_f, head_f = segment_flops(net, data.channels, size)
     costs: dict[str, np.ndarray] = {"flops": np.cumsum(stage_f + head_f)}
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
     prof = None
     if family.latency and main:
-        prof = measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
+        prof = measure_latency(net, data.channels, size, autocast=precision.autocast,
                                **family.calibration.get("latency", {}))
         references["latency_ms"] = reference_latency(family, data, device, precision.autocast)
 
@@ -265,8 +269,10 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         set_latency(prof)
 
     loader_kw = dict(coarse_of=np.asarray(data.coarse_of), device=device, mean=data.mean, std=data.std,
-                     channels_last=use_cuda)
-    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, shard=(rank, world), **loader_kw)
+                     channels_last=use_cuda, size=size)
+    augment = family.augmentation(inputs)
+    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, shard=(rank, world),
+                                augment=augment, **loader_kw)
     calib_loader = DeviceLoader(ds.calib, batch_size=1024, train=False, **loader_kw)
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the training split ({len(ds.train)} images)")
@@ -288,6 +294,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         if state.get("stage_stopped") or start_epoch >= plan.stages[start_stage].epochs:
             start_stage, start_epoch, state = start_stage + 1, 0, None  # the next stage starts afresh
     resumed_at = plan.offset(start_stage) + start_epoch if start_stage < len(plan.stages) else planned
+    trained = [float(sum(c.get("epoch_seconds", 0.0) for c in curves))]  # training seconds so far, resumes included
 
     def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
         logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
@@ -295,12 +302,14 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         labels = {k: t.cpu().numpy() if t.ndim == 2 else t.cpu().numpy().astype(np.int64)
                   for k, t in (("fine", loader.fine), ("coarse", loader.coarse))}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
+        extras = {**family.cache_extras(net, data), "train_seconds": np.asarray([trained[0]], dtype=np.float64)}
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
-                         costs, references, plain, family.cache_extras(net, data)), loss
+                         costs, references, plain, extras), loss
 
     status: dict[str, Any] = {
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": planned, "epochs_done": resumed_at,
         "seed": seed, "config": config, "plan": plan.describe(), "precision": precision.name,
+        "input_size": size, "augment": augment.describe(), "data_resident": train_loader.resident,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
                        "pid": os.getpid(), "workers": world,
                        **({"backend": torch.distributed.get_backend()} if world > 1 else {})},
@@ -346,6 +355,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                 raise TrialDiverged(f"training loss became {mean_loss} in epoch {position}/{planned}"
                                     + (f" (stage {stage.name})" if len(plan.stages) > 1 else ""))
             seconds = time.perf_counter() - t0
+            trained[0] += seconds
             lr = float(opt.param_groups[0]["lr"])
             last_of_stage = e == stage.epochs - 1
             stop = False
@@ -367,7 +377,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
             last = s == len(plan.stages) - 1 and last_of_stage
             if last and prof is not None:
                 # a second timing round, apart in time from the first: keep each segment's faster one
-                prof = prof.fastest(measure_latency(net, data.channels, data.image_size, autocast=precision.autocast,
+                prof = prof.fastest(measure_latency(net, data.channels, size, autocast=precision.autocast,
                                                     **family.calibration.get("latency", {})))
                 set_latency(prof)
                 status["costs"] = {k: np.asarray(v).tolist() for k, v in costs.items()}

@@ -56,8 +56,10 @@ def dataset_bytes(ds: Any) -> int:
     return int(total)
 
 
-def _batch(data: DataInfo, batch_size: int, device: torch.device, channels_last: bool, gen: torch.Generator):
-    x = torch.randn(batch_size, data.channels, data.image_size, data.image_size, generator=gen).to(device)
+def _batch(data: DataInfo, batch_size: int, device: torch.device, channels_last: bool, gen: torch.Generator,
+           size: int | None = None):
+    size = size or data.image_size  # the network's input side (Family.input_size)
+    x = torch.randn(batch_size, data.channels, size, size, generator=gen).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     coarse_of = torch.as_tensor(np.asarray(data.coarse_of), dtype=torch.int64)
@@ -92,7 +94,7 @@ def _cpu_estimate(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_
     params = list(model.parameters())
     opt = make_optimizer(_config(cfg, batch_size), params)
     loss_fn = family.make_loss(TrialInputs(cfg, 0, data), model.n_exits)
-    x, yf, yc = _batch(data, batch_size, device, False, torch.Generator().manual_seed(0))
+    x, yf, yc = _batch(data, batch_size, device, False, torch.Generator().manual_seed(0), family.input_size(cfg, data))
     counted = {t.untyped_storage().data_ptr() for t in (*params, x)}  # parameters and the input count as such
     saved: list[torch.Tensor] = []
 
@@ -130,12 +132,12 @@ def _cuda_peak(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_siz
     gen = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(2):  # the second step with the first one's gradients and optimiser state alive
-        x, yf, yc = _batch(data, batch_size, device, True, gen)
+        x, yf, yc = _batch(data, batch_size, device, True, gen, family.input_size(cfg, data))
         train_step(model, opt, x, yf, yc, loss_fn, precision, 0.0)  # the engine's own step
         del x
     model.eval()
     with torch.no_grad():
-        x, _, _ = _batch(data, EVAL_BATCH, device, True, gen)
+        x, _, _ = _batch(data, EVAL_BATCH, device, True, gen, family.input_size(cfg, data))
         with precision.autocast():
             model(x)
     torch.cuda.synchronize(device)
