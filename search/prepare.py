@@ -67,6 +67,7 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     data = DataInfo.of(ds)
     family = space.family(budget, space.resolve_options(spec.options))
     family.check_data(data)  # UnsuitableData before any trial starts
+    family.fetch(spec.download)  # and what its options name beyond the dataset (e.g. pretrained weights)
     best = 0.0
     for cfg in space.largest_configs(budget):
         net = family.build_model(cfg, data)

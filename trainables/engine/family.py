@@ -14,6 +14,11 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
   dataset's own; batches are resized to it on the device, and FLOPs are counted at it);
 * `augmentation(inputs)`  (optional) how its training batches are augmented on the device
   (trainables/engine/augment.py; by default pad-crop and flip);
+* `fetch(download)`  (optional) make sure what its options name beyond the dataset (pretrained
+  weights) is on this machine, fetching it only when the run says --download: before any trial
+  starts, and again at the start of every trial (a cluster node fetches its own copy);
+* `initialise(net, inputs)`  (optional) a new trial's freshly built network before it trains (e.g.
+  pretrained weights loaded into it; a resumed trial takes its checkpoint's weights instead);
 * `plan(inputs)`  (optional) its training plan; by default one stage of `epochs`;
 * `make_loss(inputs, n_exits)`  its loss for the stage, called as loss(outputs, y_fine, y_coarse, epoch);
 * `evaluate(calib, inputs)`  the trial's signal from the calibration split's cached outputs,
@@ -108,6 +113,14 @@ class Family(ABC):
                                  "answers one class per image: use a single-label dataset, or a space whose family "
                                  "takes multi-label targets")
         self.check(data)
+
+    def fetch(self, download: bool) -> None:
+        """Make sure what the run's options name beyond the dataset (e.g. pretrained weights) is on this
+        machine, fetching it only when `download`; else raise UnsuitableData naming what is missing and
+        what to do. Nothing by default."""
+
+    def initialise(self, net: Any, inputs: TrialInputs) -> None:
+        """A new trial's network, built, before it trains (not a resumed one): as built by default."""
 
     def input_size(self, config: Mapping[str, Any], data: DataInfo) -> int:
         """The side in pixels of the images the network sees: by default the dataset's own."""

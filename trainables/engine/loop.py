@@ -242,6 +242,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
 
     ds = load_data(ctx.data, ctx.data_root, size=ctx.data_size, download=ctx.download, seed=ctx.data_seed)
     data = DataInfo.of(ds)
+    family.fetch(ctx.download)  # what the options name beyond the dataset (e.g. pretrained weights), on this node
     searched = {"epochs": ctx.epochs, **config}  # the config as the family reads it (epochs from the budget if unset)
     inputs = TrialInputs(searched, seed, data)
     plan = family.plan(inputs)
@@ -285,7 +286,9 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     curves: list[dict[str, Any]] = []
     start_stage, start_epoch, state = 0, 0, None
     ckpt = ctx.reporter.get_checkpoint()
-    if ckpt is not None:
+    if ckpt is None:
+        family.initialise(net, inputs)  # e.g. pretrained weights (a resumed trial has its checkpoint's)
+    else:
         state = load_torch(Path(ckpt) / "state.pt", map_location=device)
         net.load_state_dict(state["model"])
         curves = list(state["curves"])
