@@ -75,3 +75,10 @@ def test_bucket_storage_benchmark():
     last = lines[-1]
     assert last["complete_trials_local"] == last["complete_trials_bucket"] == 1
     assert last["bucket_files"] > 10 and last["bucket_bytes"] > 0 and last["wall_ratio_bucket_over_local"] > 0
+
+
+def test_mixed_precision_benchmark():
+    lines = bench([sys.executable, "-m", "benchmarks.mixed_precision", "--data-size", "tiny", "--backbone",
+                   "shufflenet_v2_x1_0", "--input-size", "16", "--epochs", "1", "--threads", "1"])
+    assert [ln.get("precision") for ln in lines[:2]] == ["fp32", "bf16"]
+    assert lines[-1]["bf16_over_fp32_train_time"] > 0 and "macro_f1_change" in lines[-1]
