@@ -299,7 +299,7 @@ class Transfer(Family):
     def plan(self, inputs: TrialInputs) -> Plan:
         config, data = inputs.config, inputs.data
         if self.max_bytes is not None and data is not None:
-            from trainables.transfer.backbones import weight_bytes
+            from trainables.transfer.model import weight_bytes
 
             size = weight_bytes(str(config["backbone"]), data.n_fine)
             if size > self.max_bytes:

@@ -21,8 +21,8 @@ from spaces.transfer import ALL_BACKBONES, BACKBONES, Transfer, backbone_choices
 from trainables.data_info import DataInfo
 from trainables.engine.family import TrialInputs, UnsuitableData
 from trainables.transfer.backbones import (BODY, WeightsError, fitting_backbones, hub_file, load_weights,
-                                           read_state_dict, saved_bytes, weight_bytes)
-from trainables.transfer.model import TransferNet
+                                           read_state_dict, saved_bytes)
+from trainables.transfer.model import TransferNet, weight_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = get_space("transfer")

@@ -19,9 +19,9 @@ for anything but tensors and plain containers is refused, and so is a file that 
 of parameter names to tensors. The classifier's parameters in a file (its 1000 ImageNet classes,
 or another run's classes) are not loaded; every other parameter must match by name and shape.
 
-Sizes: `weight_bytes(name, n_classes)` is the size of the network's state dict as `torch.save`
-writes it (measured by writing it to a byte counter), the model size on disk that
-`--max-model-mb` bounds; `body_bytes(name)` the tensor bytes of the backbone alone, a lower bound
+Sizes: `saved_bytes(module)` is the size of a network's state dict as `torch.save` writes it
+(measured by writing it to a byte counter), the model size on disk that `--max-model-mb` bounds
+(trainables/transfer/model.py `weight_bytes` for a trial's network); `body_bytes(name)` the tensor bytes of the backbone alone, a lower bound
 the space's define-by-run function filters backbones with before it knows the dataset.
 """
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 __all__ = ["BACKBONES", "BODY", "WeightsError", "body_bytes", "build_backbone", "fitting_backbones", "hub_file",
-           "load_weights", "read_state_dict", "saved_bytes", "weight_bytes"]
+           "load_weights", "read_state_dict", "saved_bytes"]
 
 
 @dataclass(frozen=True)
@@ -212,14 +212,6 @@ def saved_bytes(module: nn.Module) -> int:
     sink = _Count()
     torch.save(module.state_dict(), sink)
     return sink.n
-
-
-@lru_cache(maxsize=None)
-def weight_bytes(name: str, n_classes: int) -> int:
-    """Bytes on disk of a trial's network of backbone `name` with a head of `n_classes` (built once)."""
-    from trainables.transfer.model import TransferNet
-
-    return saved_bytes(TransferNet(name, n_classes))
 
 
 #: tensor bytes (parameters and buffers, fp32) of each backbone without its classifier, and its feature

@@ -9,12 +9,14 @@ to the three channels the backbones take. `segments()` is what the engine counts
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
-from trainables.transfer.backbones import build_backbone
+from trainables.transfer.backbones import build_backbone, saved_bytes
 
-__all__ = ["TransferNet"]
+__all__ = ["TransferNet", "weight_bytes"]
 
 
 def _features(backbone: nn.Module, in_channels: int, x: torch.Tensor) -> torch.Tensor:
@@ -66,3 +68,9 @@ class TransferNet(nn.Module):
     def segments(self) -> list[tuple[nn.Module, nn.Module]]:
         """[(backbone, head)]: the one exit's stages and head, as the engine's cost counting reads them."""
         return [(_Body(self.backbone, self.in_channels), _Head(self.head))]
+
+
+@lru_cache(maxsize=None)
+def weight_bytes(name: str, n_classes: int) -> int:
+    """Bytes on disk of a trial's network of backbone `name` with a head of `n_classes` (built once)."""
+    return saved_bytes(TransferNet(name, n_classes))
