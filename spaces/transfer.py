@@ -231,7 +231,24 @@ class Transfer(Family):
     def candidates(self) -> list[str]:
         return backbone_choices(self.budget, self.options)
 
+    def _check_weights_file(self) -> None:
+        """A --weights PATH must be a safe state dict of some transfer backbone: said precisely, before
+        anything else refers to the backbones it fits."""
+        from trainables.transfer.backbones import WeightsError, read_state_dict
+
+        if self.weights in ("none", "imagenet"):
+            return
+        try:
+            read_state_dict(self.weights)  # missing, unsafe or not a state dict
+        except WeightsError as exc:
+            raise UnsuitableData(f"--weights: {exc}; or train from scratch with --weights none") from None
+        if not weights_backbones(self.weights):
+            raise UnsuitableData(f"--weights {self.weights} holds no transfer backbone's parameters (by name and shape: "
+                                 f"{', '.join(ALL_BACKBONES)}); export one with python3 -m trainables.transfer.export, "
+                                 "or train from scratch with --weights none")
+
     def check(self, data: DataInfo) -> None:
+        self._check_weights_file()
         names = self.candidates()
         if not names:
             why = []
@@ -249,19 +266,12 @@ class Transfer(Family):
             raise UnsuitableData(f"the backbones take RGB (or grey) images; the dataset has {data.channels} channels")
 
     def fetch(self, download: bool) -> None:
-        from trainables.transfer.backbones import WeightsError, fetch_imagenet, hub_file, read_state_dict
+        from trainables.transfer.backbones import fetch_imagenet, hub_file
 
         if self.weights == "none":
             return
         if self.weights != "imagenet":
-            try:
-                read_state_dict(self.weights)  # missing, unsafe or not a state dict: said here, before any trial
-            except WeightsError as exc:
-                raise UnsuitableData(f"--weights: {exc}; or train from scratch with --weights none") from None
-            if not weights_backbones(self.weights):
-                raise UnsuitableData(f"--weights {self.weights} holds no transfer backbone's parameters (by name and shape: "
-                                     f"{', '.join(ALL_BACKBONES)}); export one with python3 -m trainables.transfer.export, "
-                                     "or train from scratch with --weights none")
+            self._check_weights_file()  # on every node a trial runs on, too
             return
         missing = [n for n in self.candidates() if not hub_file(n).is_file()]
         if missing and download:

@@ -101,6 +101,18 @@ def _csv(rows: list[str], images: int = 0) -> Callable[[Path], list[str]]:
     return setup
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo ran > /dev/null",))
+
+
+def _unsafe_weights(tmp: Path) -> list[str]:
+    import torch
+
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _RunsCode()}, tmp / "w.pt")
+    return ["--weights", str(tmp / "w.pt")]
+
+
 def _plugin_missing(tmp: Path) -> list[str]:
     return []
 
@@ -163,6 +175,17 @@ CASES: dict[str, Case] = {
                                                   setup=_csv(["0.png,1,x\n", "1.png,cat,y\n"])),
     "csv naming images that are not there": Case(["--space", "gran_hbn"], "are not under",
                                                  setup=_csv([f"{i}.png,{i % 2}\n" for i in range(12)], images=10)),
+    "transfer: a size bound that is not a number": Case(["--space", "transfer", *SYN, "--max-model-mb", "abc"],
+                                                        "--max-model-mb 'abc': not a number"),
+    "transfer: a size bound no backbone fits": Case(["--space", "transfer", *SYN, "--max-model-mb", "1"],
+                                                    "no backbone of the transfer space is left to search"),
+    "transfer: a weights file that is not there": Case(["--space", "transfer", *SYN, "--weights", "/nonexistent/w.pt"],
+                                                       "no weights file /nonexistent/w.pt; or train from scratch with --weights none"),
+    "transfer: imagenet weights not in the hub cache": Case(["--space", "transfer", *SYN, "--weights", "imagenet"],
+                                                            "not in the local torch hub cache",
+                                                            env={"TORCH_HOME": "/nonexistent-torch-home"}),
+    "transfer: weights that are not plain tensors": Case(["--space", "transfer", *SYN], "was not opened",
+                                                         setup=_unsafe_weights),
     "multi-label csv for a single-label space": Case(["--space", "gran_hbn"], "the dataset is multi-label",
                                                      setup=_csv([f"{i}.png,{i % 3} {3 + i % 2}\n" for i in range(12)], images=12)),
     "corrupt results.parquet on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "results.parquet is corrupt",

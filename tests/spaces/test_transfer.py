@@ -130,6 +130,8 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused(tmp_path):
         read_state_dict(listy)
     with pytest.raises(UnsuitableData, match="--weights none"):
         fam(weights=str(bad)).fetch(download=False)
+    with pytest.raises(UnsuitableData, match="was not opened"):  # said first, before the run starts
+        fam(weights=str(bad)).check(info())
     with pytest.raises(WeightsError, match="no weights file"):
         read_state_dict(tmp_path / "absent.pt")
 
