@@ -136,6 +136,22 @@ def test_a_pickle_that_is_not_plain_tensors_is_refused(tmp_path):
         read_state_dict(tmp_path / "absent.pt")
 
 
+def test_looking_backbones_and_sizes_up_leaves_the_seeded_random_stream_alone():
+    """The first trial of a process looks them up (then they are cached): a trial's initialisation must
+    not depend on whether it was first."""
+    from trainables.transfer import backbones, model
+
+    backbones._shapes.cache_clear()
+    model.weight_bytes.cache_clear()
+    torch.manual_seed(3)
+    fitting_backbones(TransferNet("regnet_y_400mf", 2).backbone.state_dict())  # RegNet is built for real, not on meta
+    weight_bytes("shufflenet_v2_x1_0", 4)
+    after = torch.rand(3)
+    torch.manual_seed(3)
+    TransferNet("regnet_y_400mf", 2)
+    assert torch.equal(after, torch.rand(3))
+
+
 def test_a_state_dict_path_fixes_the_backbones_it_fits(tmp_path):
     net = TransferNet("shufflenet_v2_x1_0", 7)
     path = tmp_path / "w.pt"

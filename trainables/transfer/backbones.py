@@ -146,11 +146,12 @@ def _strip(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 def _shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of the built backbone (on the meta device where its builder allows:
     no memory, no initialisation; RegNet's builder computes its widths with real tensors)."""
-    try:
-        with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]):  # a trial's seeded random stream is not this lookup's to consume
+        try:
+            with torch.device("meta"):
+                net, _ = build_backbone(name)
+        except (NotImplementedError, RuntimeError):
             net, _ = build_backbone(name)
-    except (NotImplementedError, RuntimeError):
-        net, _ = build_backbone(name)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 

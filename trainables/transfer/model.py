@@ -72,5 +72,7 @@ class TransferNet(nn.Module):
 
 @lru_cache(maxsize=None)
 def weight_bytes(name: str, n_classes: int) -> int:
-    """Bytes on disk of a trial's network of backbone `name` with a head of `n_classes` (built once)."""
-    return saved_bytes(TransferNet(name, n_classes))
+    """Bytes on disk of a trial's network of backbone `name` with a head of `n_classes` (built once, on
+    a forked random stream: a trial's seeded initialisation is the same whether or not this ran)."""
+    with torch.random.fork_rng(devices=[]):
+        return saved_bytes(TransferNet(name, n_classes))
