@@ -307,7 +307,7 @@ class HeaderInfo(NamedTuple):
     front_size: int  # global-front points that are drawn (complete trials, non-reference)
     point_objectives: tuple[Metric, ...]
     objectives: tuple[tuple[str, str], ...]  # outer objectives and their directions
-    conventions: tuple[tuple[str, str], ...]  # the declaration's notes
+    conventions: tuple[tuple[str, str], ...]  # the declaration's notes, then its versioned conventions
     references: tuple[Reference, ...]
     default: DefaultPick
     notes: tuple[str, ...]  # absent inputs and inconsistencies worth stating

@@ -68,7 +68,8 @@ def header_info(tables: RunTables) -> HeaderInfo:
         run=named("run"), space=named("space"), dataset=named("dataset"), yields=decl.yields,
         counts=trials_info(tables).counts, best=best, front_size=len(front_point_ids(tables)),
         point_objectives=tuple(metric(decl, n) for n in decl.point_objectives),
-        objectives=tuple(decl.objectives.items()), conventions=tuple(decl.notes.items()),
+        objectives=tuple(decl.objectives.items()),
+        conventions=(*decl.notes.items(), *((f"{c.name} (version {c.version})", c.definition) for c in decl.conventions)),
         references=references(tables), default=default_pick(tables),
         notes=(*tables.notes, *front_notes(tables)),
     )

@@ -5,7 +5,10 @@
 still built, and `RunTables.notes` says what is missing. The Declaration, which decides everything
 the report draws, comes from spec.json (`spec["declaration"]`, written when the run started); when
 the spec lacks one, from the space registry's current code; when neither works the run cannot be
-reported on (`ReportInputError`).
+reported on (`ReportInputError`). The versioned conventions of a stored declaration (e.g. which
+class distance its figures use) are compared with those of the space's current code, and every
+difference, a convention the run does not state included, is a note: a report never presents
+figures made under another definition than the code's without saying so.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pyarrow.parquet as pq
 
 from reports.schema import curves_schema, result_schema
 from reports.values import is_null
-from trainables.contract import Declaration
+from trainables.contract import Declaration, convention_changes
 
 __all__ = ["ReportInputError", "RunTables", "load_run"]
 
@@ -67,32 +70,63 @@ def _read_spec(run_dir: Path, notes: list[str]) -> dict[str, Any]:
     return loaded
 
 
-def _declaration(spec: dict[str, Any], results: pd.DataFrame, notes: list[str]) -> Declaration:
-    """From spec.json, else from the space registry (imported here: it pulls in the families' code)."""
+def _space_name(spec: dict[str, Any], results: pd.DataFrame) -> str | None:
+    name = spec.get("space")
+    if not name and "space" in results.columns:
+        name = next((str(v) for v in results["space"] if not is_null(v)), None)
+    return str(name) if name else None
+
+
+def _code_declaration(spec: dict[str, Any], space_name: str) -> Declaration:
+    """The declaration the space's current code gives for this run's budget and options (imported
+    here: the registry pulls in the families' code). Raises whatever that raises."""
+    from spaces import get_space
+
+    space = get_space(space_name)
+    budget = spec.get("budget", "smoke")
+    options = spec.get("options")
+    return space.declaration(space.budget(budget if isinstance(budget, str) else "smoke"),
+                             options if isinstance(options, dict) else None)
+
+
+def _declaration(spec: dict[str, Any], results: pd.DataFrame, notes: list[str]) -> tuple[Declaration, bool]:
+    """(declaration, whether it is the stored one): from spec.json, else from the space registry."""
     problems = []
     if "declaration" in spec:
         try:
-            return Declaration.from_dict(spec["declaration"])
+            return Declaration.from_dict(spec["declaration"]), True
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"spec.json's declaration is unusable ({type(exc).__name__}: {exc})")
     else:
         problems.append("spec.json has no declaration")
-    space_name = spec.get("space")
-    if not space_name and "space" in results.columns:
-        space_name = next((str(v) for v in results["space"] if not is_null(v)), None)
+    space_name = _space_name(spec, results)
     if not space_name:
         raise ReportInputError("; ".join(problems) + ", and no space is named to look it up in the registry")
-    budget = spec.get("budget", "smoke")
     try:
-        from spaces import get_space
-
-        space = get_space(str(space_name))
-        decl = space.declaration(space.budget(budget if isinstance(budget, str) else "smoke"), spec.get("options"))
+        decl = _code_declaration(spec, space_name)
     except Exception as exc:  # an unknown space, or its code failing to import: either way, no declaration
         raise ReportInputError("; ".join(problems) + f", and space {space_name!r} gives none from the registry "
                                f"({type(exc).__name__}: {exc})") from exc
     notes.append("; ".join(problems) + f": the declaration is taken from the current code of space {space_name!r}.")
-    return decl
+    return decl, False
+
+
+def _convention_notes(spec: dict[str, Any], results: pd.DataFrame, stored: Declaration) -> list[str]:
+    """One note per versioned convention on which the stored declaration and the current code
+    disagree, plus what a recalibration recorded; nothing when the code cannot be consulted (a
+    space that is not registered here)."""
+    notes = []
+    for change in spec.get("convention_changes") or ():
+        if isinstance(change, dict) and isinstance(change.get("note"), str):
+            notes.append(f"Conventions: {change['note']}")
+    space_name = _space_name(spec, results)
+    try:
+        current = _code_declaration(spec, space_name) if space_name else None
+    except Exception:  # an unknown space or broken code: there is nothing to compare with
+        current = None
+    if current is not None:
+        notes += [f"Conventions: {n}" for n in convention_changes(stored, current)]
+    return notes
 
 
 def load_run(run_dir: str | Path) -> RunTables:
@@ -117,7 +151,9 @@ def load_run(run_dir: str | Path) -> RunTables:
         ) from exc
 
     spec = _read_spec(run_dir, notes)
-    decl = _declaration(spec, results, notes)
+    decl, stored = _declaration(spec, results, notes)
+    if stored:
+        notes.extend(_convention_notes(spec, results, decl))
     results, missing = _with_columns(results, result_schema(decl).names)
     declared_missing = [n for n in missing if n in {c.name for c in decl.columns()}]
     if declared_missing and len(results):

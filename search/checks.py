@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BadInput", "check_address", "check_bucket_run", "check_device", "check_fits", "check_resumable",
-           "check_resume", "check_results_readable", "check_storage"]
+__all__ = ["BadInput", "check_address", "check_bucket_run", "check_conventions", "check_device", "check_fits",
+           "check_resumable", "check_resume", "check_results_readable", "check_storage"]
 
 
 class BadInput(ValueError):
@@ -124,6 +124,27 @@ def check_resumable(run_dir: Path) -> None:
     except StudyUnreadable as exc:
         raise BadInput(f"{exc}: the run cannot be resumed; start a new run with another --name "
                        "(the finished trials stay in their directories)") from exc
+
+
+def check_conventions(run_dir: Path, declaration: Any) -> None:
+    """On resume, the run's stored declaration must state the versioned conventions the code uses
+    (trainables/contract.py `Convention`): new trials would be scored under the code's versions,
+    the finished ones were under the stored ones, and one results table must not mix the two."""
+    from trainables.contract import Declaration, convention_changes
+
+    try:
+        stored = json.loads((run_dir / "spec.json").read_text(encoding="utf-8")).get("declaration")
+        stored = Declaration.from_dict(stored) if stored is not None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # an unreadable spec or declaration: check_resume and the report say so; nothing to compare
+    changes = convention_changes(stored, declaration) if stored is not None else []
+    if changes:
+        raise BadInput(f"run {run_dir.name!r} cannot be resumed by this code: its finished trials were scored under "
+                       "other versions of its conventions than this code's, and resuming would put both in one "
+                       f"results table. {' '.join(changes)} Recalibrate it first (python3 -m search.recalibrate "
+                       f"{run_dir}: every finished trial's points are recomputed from their cached outputs under this "
+                       "code's versions, and the change is recorded), then resume; or start a new run with another "
+                       "--name.")
 
 
 def check_device(device: str, cuda_available: bool) -> None:

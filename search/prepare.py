@@ -6,7 +6,7 @@
 * `run_document`: the frozen spec stored as spec.json: arguments, the space's declaration (which
   fixes the results schema and the report), references, budget, provenance;
 * `trial_context`: the infrastructure of one trial (its directory, data, device, seed);
-* `trial_seed`, `record_failure`: a trial's seed, and its failure written into its status.
+* `trial_seed`, `numbered_trial_seed`, `record_failure`: a trial's seed, and its failure written into its status.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from search.spec import RunSpec
 from spaces import Space
 from trainables.atomic import write_json
 
-__all__ = ["load_reference_data", "record_failure", "reference_costs", "run_document", "trial_context", "trial_seed"]
+__all__ = ["load_reference_data", "numbered_trial_seed", "record_failure", "reference_costs", "run_document", "trial_context",
+           "trial_seed"]
 
 _HANDOVER: dict[tuple, Any] = {}  # at most one dataset, loaded before reference_costs and taken by it
 
@@ -29,6 +30,12 @@ _HANDOVER: dict[tuple, Any] = {}  # at most one dataset, loaded before reference
 def trial_seed(run_seed: int, trial_id: str) -> int:
     """A per-trial seed derived from the run's seed: reproducible, distinct across trials."""
     return (int(run_seed) * 1_000_003 + zlib.crc32(trial_id.encode())) % 2**31
+
+
+def numbered_trial_seed(run_seed: int, number: int) -> int:
+    """The seed of the study's trial `number`: the same in every run of the same command (Tune's
+    trial ids are random, so a seed derived from them differs from run to run)."""
+    return trial_seed(run_seed, f"trial_{int(number):05d}")
 
 
 def data_size(space: Space, spec: RunSpec) -> str:

@@ -14,6 +14,13 @@ Everything is read and recalibrated in memory before the first write, so bad inp
 directory, an unreadable spec.json, a complete trial whose caches or network are missing or
 damaged) exits with status 2 and a message saying what to do, and leaves the run directory as it
 was.
+
+The points are recomputed by the space's current code, so under its versioned conventions
+(trainables/contract.py `Convention`, e.g. the class distance). Where the run's stored declaration
+states other versions (or none), spec.json's declaration takes the code's conventions and
+`spec["convention_changes"]` records the change (from, to, when), because what training recorded
+(learning curves, and the training itself) stays under the run's original versions; the report
+states it.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from search.collect import collect, write_tables
 from trainables.storage import fetch_run
 from trainables.atomic import write_json
-from trainables.contract import Declaration
+from trainables.contract import Declaration, convention_changes
 
 __all__ = ["recalibrate"]
 
@@ -157,12 +165,41 @@ def recalibrate(run_dir: str | Path, calibration: dict[str, Any], seed: int = 0)
         evaluation = family.evaluate(calib_cache, inputs)
         outcome = family.finish(evaluation, calib_cache, test_cache, inputs)
         outcomes.append((tdir, status, outcome, time.perf_counter() - t0))
+    changed = bool(convention_changes(decl, family.declaration))
+    if changed:  # the points are now the code's: so are the conventions the run states (checked before any write)
+        spec, decl = _adopt_conventions(spec, decl, family.declaration)
     for tdir, status, outcome, seconds in outcomes:
         write_outcome(tdir, family, outcome, {"finish_seconds": seconds, "recalibrated_with": family.calibration})
         status["trial"] = outcome.trial
         write_json(tdir / "status.json", status)
+    if changed:
+        write_json(run_dir / "spec.json", spec)
     write_tables(run_dir, *collect(run_dir, spec, decl, numbers))
     return len(pending)
+
+
+def _adopt_conventions(spec: dict[str, Any], stored: Declaration, current: Declaration) -> tuple[dict[str, Any], Declaration]:
+    """spec.json and its declaration once every point was recomputed under the code's conventions:
+    the declaration states the code's versions, and each change is recorded with what it leaves
+    under the old version."""
+    import dataclasses
+
+    old = {c.name: c.version for c in stored.conventions}
+    new = {c.name: c.version for c in current.conventions}
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    records = list(spec.get("convention_changes") or [])
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) == new.get(name):
+            continue
+        before = f"version {old[name]}" if name in old else \
+            "a version it did not record (it was made before the convention was versioned)"
+        after = f"version {new[name]}" if name in new else "none (the code no longer declares it)"
+        records.append({"name": name, "from": old.get(name), "to": new.get(name), "by": "search.recalibrate", "at": at,
+                        "note": f"{name}: the points of this run (calibration and test rows) were recomputed from the trials' "
+                                f"cached outputs under {after} by search.recalibrate on {at}; the run was made under "
+                                f"{before}, which the networks' training and the learning curves still follow."})
+    decl = dataclasses.replace(stored, conventions=current.conventions)
+    return {**spec, "declaration": decl.to_dict(), "convention_changes": records}, decl
 
 
 def main(argv: list[str] | None = None) -> int:

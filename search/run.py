@@ -25,6 +25,7 @@ from search.checks import (  # noqa: E402
     BadInput,
     check_address,
     check_bucket_run,
+    check_conventions,
     check_device,
     check_resumable,
     check_resume,
@@ -204,6 +205,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         check_resume(spec.run_dir, spec.resume, Path(spec.storage))
         if spec.resume:
             check_resumable(spec.run_dir)
+            check_conventions(spec.run_dir, space.declaration(budget, options))
         check_address(spec.address)
     except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.checks import BadInput, check_fits, check_resumable
+from search.checks import BadInput, check_conventions, check_fits, check_resumable
 from search.collect import collect, settle_unfinished, write_tables
-from search.prepare import record_failure, reference_costs, run_document, trial_context
+from search.prepare import numbered_trial_seed, record_failure, reference_costs, run_document, trial_context
 from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
 from search.spec import RunSpec
@@ -113,14 +113,18 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
 
     class FidelityOptunaSearch(OptunaSearch):
         """OptunaSearch that records each trial's Tune id and fidelity as Optuna user
-        attributes, and marks a trial that errored as FAIL even after it had reported
-        (the stock searcher would tell Optuna its last, partial values as COMPLETE)."""
+        attributes, gives each trial a seed from its Optuna number (`config["seed"]`, so two
+        runs of the same command train the same trials from the same seeds), and marks a trial
+        that errored as FAIL even after it had reported (the stock searcher would tell Optuna
+        its last, partial values as COMPLETE)."""
 
         def suggest(self, trial_id: str):
             params = super().suggest(trial_id)
             ot = self._ot_trials.get(trial_id)
             if ot is not None:
                 ot.set_user_attr("tune_trial_id", trial_id)
+                if isinstance(params, dict):  # the trial's seed (the loop reads config["seed"]), by its number:
+                    params.setdefault("seed", numbered_trial_seed(spec.seed, ot.number))  # same command, same seeds
             return params
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
@@ -289,6 +293,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     stop.check()
     if spec.resume:
         check_resumable(run_dir)
+        check_conventions(run_dir, space.declaration(budget, space.resolve_options(spec.options)))
     _init_ray(spec)
     if stop.installed:
         stop.install()  # ray.init put its own SIGTERM handler in place

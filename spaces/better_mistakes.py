@@ -16,15 +16,24 @@ cosine with warm restarts, cyclic, multistep, plateau (on the calibration loss),
 
 The class tree of the losses and metrics is an option: `--tree superclass` (the dataset's
 two-level superclass tree, any dataset) or `--tree deep` (its deeper tree where it has one:
-CIFAR-100's WordNet tree, leaves at depth 2..8). Distances are LCA heights, as in the paper's code.
+CIFAR-100's WordNet tree, leaves at depth 2..8). The distance between two classes is the height of
+their lowest common ancestor node (`Hierarchy.distance_matrix`, convention
+`trainables.hierarchy.CLASS_DISTANCE`, version 2), as in the paper's code and distance files, on
+either tree; mistake severity, hdist@k, hierarchical precision@k, the soft labels and the class
+embeddings all use it (HXE weights edges by depth, as the paper's code does). The declaration
+states the version, so a run made before it (version 1: measured to the deeper leaf, different on
+the WordNet tree) is reported as such.
 
-Published, CIFAR-100 with PlainNet-11 at 25 epochs (../shared/RESEARCH.md, read off a plot):
-cross-entropy 44.7% error / severity 4.59; HXE alpha 0.1: 44.9 / 4.47; alpha 0.6: 53.2 / 4.25; soft
-labels beta 8: 48.4 / 4.24; beta 4: 60.3 / 4.17; Barz & Denzler: 51.0 / 4.30.
+Published, CIFAR-100 with PlainNet-11 at 25 epochs (../shared/RESEARCH.md, read off a plot of
+a CIFAR-100 adaptation, Akhyate-Brahim/making-better-mistakes, whose distance rule on the WordNet
+tree should be checked before comparing): cross-entropy 44.7% error / severity 4.59; HXE alpha
+0.1: 44.9 / 4.47; alpha 0.6: 53.2 / 4.25; soft labels beta 8: 48.4 / 4.24; beta 4: 60.3 / 4.17;
+Barz & Denzler: 51.0 / 4.30.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +45,7 @@ from spaces import register_space
 from spaces._base import Budget, Option, Space
 from spaces._training import suggest_training
 from trainables.contract import Column, Declaration, Outcome, ReportSpec, Selection
-from trainables.hierarchy import Hierarchy
+from trainables.hierarchy import CLASS_DISTANCE, Hierarchy
 from trainables.exits import ALWAYS, NEVER, ExitCache
 from trainables.engine.family import DataInfo, Evaluation, Family, TrialInputs, UnsuitableData, point_rows
 from trainables.losses import GranularLoss
@@ -107,19 +116,25 @@ def _loss_param(config: Mapping[str, Any]) -> float | None:
 POINT = (
     Column("top1_error", direction="min", unit="fraction", description="fraction of top-1 answers that are wrong"),
     Column("mistake_severity", direction="min", unit="LCA height",
-           description="mean LCA distance between the top-1 answer and the label, over the mistakes only"),
+           description="mean class distance (LCA node height) of the top-1 answer to the label, over the mistakes only"),
     Column("expected_flops", direction="min", unit="FLOPs", description="FLOPs per image of the network"),
     Column("coarse_accuracy", unit="fraction", description="top-1 answer in the label's superclass"),
-    *(Column(f"hdist_{k}", unit="LCA height", description=f"mean LCA distance of the top-{k} answers to the label "
-                                                           "(hdist@k; k clipped to the number of classes)") for k in KS),
+    *(Column(f"hdist_{k}", unit="LCA height",
+             description=f"mean class distance (LCA node height) of the top-{k} answers to the label, over all samples "
+                         "(hdist@k; k clipped to the number of classes)") for k in KS),
     *(Column(f"hprecision_{k}", unit="fraction",
-             description=f"hierarchical precision@{k} (the paper's code: similarity of the top-{k} to the best {k})")
+             description=f"hierarchical precision@{k}: similarity of the top-{k} to the label over that of the best "
+                         f"{k} classes for that label (label-indexed, unlike the paper's code)")
       for k in KS),
 )
+#: the class distance, with the columns computed with it (the losses soft labels and embedding use it too)
+DISTANCE_CONVENTION = dataclasses.replace(
+    CLASS_DISTANCE, columns=("mistake_severity", *(f"hdist_{k}" for k in KS), *(f"hprecision_{k}" for k in KS)))
 DECLARATION_NOTES = {
-    "distances": "LCA distance = height of the lowest common ancestor of two classes in the run's class tree "
-                 "(Hierarchy.distance_matrix), as in fiveai/making-better-mistakes",
-    "metrics": "trainables/metrics.py; all chosen on calibration, test only scored",
+    "metrics": "trainables/metrics.py (ranking ties to the lower class index; k clipped to the number of classes; "
+               "hprecision's ideal similarities indexed by the label); all chosen on calibration, test only scored",
+    "losses": "soft labels and class embeddings use the class distance; HXE weights edges by exp(-alpha * depth), "
+              "as the paper's code does",
     "FLOPs convention": "FlopCounterMode at batch 1 (2 FLOPs per multiply-accumulate); every head the network "
                         "computes is counted",
 }
@@ -149,6 +164,7 @@ def declaration(tree: str) -> Declaration:
                                         "ties to the lower mistake severity"),
         notes={**DECLARATION_NOTES, "class tree": tree},
         answer_metric="top1_error", answer_metric_is_error=True,
+        conventions=(DISTANCE_CONVENTION,),
     )
 
 

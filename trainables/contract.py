@@ -11,7 +11,11 @@ A family (gran_hbn, branchynet, ...) declares, as data:
   per trial, e.g. the hypervolume of its calibration front) or one point (`yields="point"`; the
   outer search is multi-objective over that point's objectives);
 * the report it wants (front pairs, table columns, per-trial curve, marks) and the default rule
-  by which `search.load.load_operating_point` picks a point (always on calibration scores).
+  by which `search.load.load_operating_point` picks a point (always on calibration scores);
+* the versioned conventions its figures depend on (`Convention`: e.g. how far apart two classes
+  are), so that figures made under different versions are never compared silently:
+  `convention_changes` says, in plain sentences, where a run's stored declaration and the code's
+  differ (a report notes it; `--resume` refuses; recalibration records it).
 
 The results table of a run follows from the declaration (`reports.schema`), the report is drawn
 from it, and shared code never names a family's metrics. The declaration travels as JSON in the
@@ -27,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "Column", "Declaration", "Outcome", "ReportSpec", "Selection"]
+__all__ = ["KINDS", "Column", "Convention", "Declaration", "Outcome", "ReportSpec", "Selection", "convention_changes"]
 
 #: "float" | "int" | "bool" | "str" scalars; "floats": a list of floats (per exit when `per_exit`)
 KINDS = ("float", "int", "bool", "str", "floats")
@@ -52,6 +56,64 @@ class Column:
             raise ValueError(f"column {self.name!r}: direction {self.direction!r} is not max, min or None")
         if self.per_exit and self.kind != "floats":
             raise ValueError(f"column {self.name!r}: a per-exit value has kind 'floats'")
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A definition some declared figures are computed with, and its version.
+
+    Two runs whose figures were computed under different versions of a convention are not
+    comparable, so a run stores the versions it used (in its declaration) and shared code compares
+    them with the code's (`convention_changes`). `unversioned` says what a run whose stored
+    declaration does not state this convention at all used (it was made before the convention was
+    versioned); `columns` names the declared columns computed with it.
+    """
+
+    name: str  # e.g. "class distance"
+    version: int
+    definition: str
+    columns: tuple[str, ...] = ()
+    unversioned: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.definition:
+            raise ValueError("a convention needs a name and a definition")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"convention {self.name!r}: version must be an integer >= 1, got {self.version!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Convention:
+        return cls(name=d["name"], version=int(d["version"]), definition=d["definition"],
+                   columns=tuple(d.get("columns", ())), unversioned=d.get("unversioned", ""))
+
+
+def _figures(c: Convention) -> str:
+    return f"its figures {', '.join(c.columns)}" if c.columns else "its figures"
+
+
+def convention_changes(stored: Declaration, current: Declaration) -> list[str]:
+    """Plain sentences, one per convention on which a run's stored declaration and the current
+    code's declaration disagree (absent on either side, or another version); [] when they agree."""
+    old = {c.name: c for c in stored.conventions}
+    new = {c.name: c for c in current.conventions}
+    out = []
+    for name, c in new.items():
+        s = old.get(name)
+        if s is None:
+            earlier = c.unversioned or "a definition older than the code's, not recorded"
+            out.append(f"{name}: this run's stored declaration states no version of it, so the run was made before "
+                       f"the convention was versioned and {_figures(c)} follow {earlier}. This code uses version "
+                       f"{c.version}: {c.definition}. Do not compare them with figures of runs made under version "
+                       f"{c.version}.")
+        elif s.version != c.version:
+            out.append(f"{name}: this run computed {_figures(s)} under version {s.version} ({s.definition}); this "
+                       f"code uses version {c.version} ({c.definition}). Do not compare them with figures of runs "
+                       f"made under version {c.version}.")
+    for name, s in old.items():
+        if name not in new:
+            out.append(f"{name}: this run computed {_figures(s)} under version {s.version} ({s.definition}); the "
+                       "current code of its space declares no such convention.")
+    return out
 
 
 @dataclass(frozen=True)
@@ -169,6 +231,8 @@ class Declaration:
     # answer_metric_is_error, the fraction wrong): what the point's predictor must reproduce
     answer_metric: str = ""
     answer_metric_is_error: bool = False
+    # versioned definitions the figures depend on (see Convention); a run stores them in spec.json
+    conventions: tuple[Convention, ...] = ()
 
     def __post_init__(self) -> None:
         if self.yields not in ("points", "point"):
@@ -206,6 +270,14 @@ class Declaration:
                 raise ValueError(f"selection metric {n!r} is not a declared point metric")
         if self.answer_metric and self.answer_metric not in point:
             raise ValueError(f"answer metric {self.answer_metric!r} is not a declared point metric")
+        conv = [c.name for c in self.conventions]
+        if len(set(conv)) != len(conv):
+            raise ValueError(f"conventions declared twice: {sorted({n for n in conv if conv.count(n) > 1})}")
+        curve_names = {c.name for c in self.curves}
+        for c in self.conventions:
+            unknown = [n for n in c.columns if n not in set(names) | curve_names]
+            if unknown:
+                raise ValueError(f"convention {c.name!r} names undeclared columns {unknown}")
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -258,6 +330,7 @@ class Declaration:
             hv_reference=tuple(float(v) for v in d.get("hv_reference", ())),
             hv_objectives=tuple(d.get("hv_objectives", ())), notes=dict(d.get("notes", {})),
             answer_metric=d.get("answer_metric", ""), answer_metric_is_error=bool(d.get("answer_metric_is_error", False)),
+            conventions=tuple(Convention.from_dict(c) for c in d.get("conventions", ())),
         )
 
 

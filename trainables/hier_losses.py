@@ -5,6 +5,10 @@ is an `nn.Module` whose tables are registered buffers (they also follow the inpu
 dtype in `forward`, so a loss built on the CPU works on CUDA inputs). Notation: z = logits,
 p = softmax(z), y = label, `tree` = `Hierarchy` (leaves = classes), depth(root) = 0.
 
+Every loss that needs how far apart two classes are takes the one class distance of the platform,
+``tree.distance_matrix()`` = the height of the two classes' lowest common ancestor (LCA) node
+(trainables/hierarchy.py, convention ``CLASS_DISTANCE``), as fiveai's distance files do.
+
 * `cross_entropy(label_smoothing)`: ``F.cross_entropy`` with optional label smoothing.
 * `HXELoss(tree, alpha)`: hierarchical cross-entropy, Bertinetto et al., "Making Better Mistakes",
   CVPR 2020 (code fiveai/making-better-mistakes, ``HierarchicalCrossEntropyLoss`` and
@@ -17,24 +21,26 @@ p = softmax(z), y = label, `tree` = `Hierarchy` (leaves = classes), depth(root) 
   The paper writes lambda(C) = exp(-alpha * h(C)) with "h the height of C"; the authors' code
   weights the edge v -> parent(v) by exp(-alpha * len(treeposition(v))) = exp(-alpha * depth(v)),
   i.e. it discounts *down* the tree (alpha > 0 stresses coarse decisions), and by default divides
-  by Z. We implement the code's depth weights; normalize=False (default) skips the constant 1/Z so
-  that alpha = 0 is exactly plain cross-entropy (the conditionals telescope to -log p(y)).
+  by Z. We implement the code's depth weights (no class distance enters HXE; on an unbalanced tree
+  depth and height are not complementary, and the code's depth is what the published figures used);
+  normalize=False (default) skips the constant 1/Z so that alpha = 0 is exactly plain
+  cross-entropy (the conditionals telescope to -log p(y)).
   log p(v) is a log-sum-exp of log_softmax(z) over the leaves below v (a precomputed node->leaves
   incidence matrix, 0 / -inf), only for the nodes on each label's path: stable, O(N x depth x C).
 * `SoftLabelLoss(distances, beta)`: soft labels of the same paper (fiveai ``make_all_soft_labels``):
-  target_y(i) = exp(-beta * d(i, y) / d_max) / sum_j exp(-beta * d(j, y) / d_max), d = LCA distance
-  matrix (e.g. ``tree.distance_matrix()``), d_max = its largest entry; loss = -sum_i target_y(i) *
+  target_y(i) = exp(-beta * d(i, y) / d_max) / sum_j exp(-beta * d(j, y) / d_max), d = the class
+  distance matrix (``tree.distance_matrix()``), d_max = its largest entry; loss = -sum_i target_y(i) *
   log p_i. (fiveai trains with ``nn.KLDivLoss()``: KL = this CE minus the target's entropy, same
   gradient, and its default 'mean' reduction also divides by the number of classes.)
 * Barz & Denzler, "Hierarchy-based Image Embeddings for Semantic Image Retrieval", WACV 2019 (code
   cvjena/semantic-embeddings, ``compute_class_embedding.unitsphere_embedding``):
-  `tree_similarity(tree)`: s(i, j) = 1 - height(LCA(i, j)) / height(root), where height(v) = longest
-  path from v down to a leaf (their ``ClassHierarchy.lcs_height``); kind="pair" uses the platform's
-  ``distance_matrix()`` (max(depth i, depth j) - depth(LCA)) instead. Both agree on balanced trees.
+  `tree_similarity(tree)`: s(i, j) = 1 - height(LCA(i, j)) / height(root) = 1 - D[i, j] / height(tree),
+  where height(v) = longest path from v down to a leaf (their ``ClassHierarchy.lcs_height``).
   `class_embeddings(tree)`: unit vectors e_0..e_{C-1} in R^C with <e_i, e_j> = s(i, j), built
   incrementally: e_0 = (1, 0, ...); e_c[:c] solves E[:c, :c] e_c[:c] = S[c, :c] against the previous
   vectors and e_c[c] = sqrt(1 - |e_c[:c]|^2) reaches unit norm. E is lower triangular with
-  E E^T = S, i.e. the Cholesky factor of S (which is positive definite for kind="node").
+  E E^T = S, i.e. the Cholesky factor of S (positive definite: 1 - D / height is an ultrametric
+  similarity with ones only on the diagonal).
   `EmbeddingLoss(embeddings, ce_weight, scale)`: cos = <f(x)/|f(x)|, e_c> for every class c;
   loss = mean(1 - cos_y) + ce_weight * CE(scale * cos, y). Barz & Denzler's optional classifier is a
   separate ReLU + BN + softmax layer on the embedding (``--cls_weight``, 0.1 in their READMEs),
@@ -46,8 +52,6 @@ p = softmax(z), y = label, `tree` = `Hierarchy` (leaves = classes), depth(root) 
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -205,29 +209,13 @@ class SoftLabelLoss(nn.Module):
         return f"n_classes={self.n_classes}, beta={self.beta}"
 
 
-def tree_similarity(tree: Hierarchy, kind: Literal["node", "pair"] = "node") -> np.ndarray:
-    """(C, C) float64 class similarities s = 1 - h / height(root), h = height of the LCA node
-    (kind="node", Barz & Denzler) or ``tree.distance_matrix()`` (kind="pair")."""
-    n_nodes, parents, top = tree.n_nodes, tree.parents, float(tree.max_depth)
-    if top == 0:
+def tree_similarity(tree: Hierarchy) -> np.ndarray:
+    """(C, C) float64 class similarities s = 1 - D / height(tree), D = ``tree.distance_matrix()`` (the
+    height of the LCA node); 1 on the diagonal, 1 - height(root) / height(root) = 0 for classes that
+    meet only at the root. A one-class tree (height 0) has s = [[1]]."""
+    if tree.height == 0:
         return np.ones((1, 1))
-    if kind == "pair":
-        return 1.0 - tree.distance_matrix() / top
-    if kind != "node":
-        raise ValueError(f"kind must be 'node' or 'pair', got {kind!r}")
-    height = np.zeros(n_nodes, dtype=np.int64)
-    below: list[list[int]] = [[] for _ in range(n_nodes)]
-    for leaf, v in enumerate(tree.to_dict()["leaf_nodes"]):
-        while v >= 0:
-            below[v].append(leaf)
-            v = int(parents[v])
-    for v in range(n_nodes - 1, 0, -1):  # parents[v] < v: children are final before their parent
-        height[parents[v]] = max(height[parents[v]], height[v] + 1)
-    h = np.zeros((tree.n_fine, tree.n_fine))
-    for v in range(n_nodes):  # parents before children, so each pair ends with its LCA's height
-        idx = np.asarray(below[v])
-        h[np.ix_(idx, idx)] = height[v]
-    return 1.0 - h / height[0]
+    return 1.0 - tree.distance_matrix() / float(tree.height)
 
 
 def embeddings_from_similarity(similarity: ArrayLike, tol: float = 1e-9) -> np.ndarray:
@@ -250,9 +238,9 @@ def embeddings_from_similarity(similarity: ArrayLike, tol: float = 1e-9) -> np.n
     return e
 
 
-def class_embeddings(tree: Hierarchy, kind: Literal["node", "pair"] = "node") -> np.ndarray:
-    """(C, C) unit class vectors whose dot products are `tree_similarity(tree, kind)`."""
-    return embeddings_from_similarity(tree_similarity(tree, kind))
+def class_embeddings(tree: Hierarchy) -> np.ndarray:
+    """(C, C) unit class vectors whose dot products are `tree_similarity(tree)`."""
+    return embeddings_from_similarity(tree_similarity(tree))
 
 
 def embedding_scores(outputs: Tensor, embeddings: ArrayLike) -> Tensor:

@@ -14,6 +14,10 @@ Conventions used throughout:
 * depth of a node = number of edges from the root (the root has depth 0);
 * `ancestor(fine, level)` / `ancestors_at(level)` clamp to the leaf itself when the leaf is
   shallower than `level`, so every fine class has exactly one "node at level L" for every L >= 0;
+* height of a node = number of edges on the longest path from it down to a leaf below it (a leaf
+  has height 0; the root's height is the depth of the deepest leaf, `height`); the distance of two
+  classes is the height of their lowest common ancestor node (`distance_matrix`, the definition of
+  "Making Better Mistakes", recorded by runs as the versioned convention `CLASS_DISTANCE`);
 * the distinct nodes at a level are numbered with internal nodes first, in tree (file) order, then
   clamped leaves by fine-class index. This makes `ancestors_at(1) == coarse_of` for trees built by
   `from_fine_to_coarse` and `ancestors_at(L) == arange(n_fine)` for every L >= the deepest leaf.
@@ -28,7 +32,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Hierarchy"]
+from trainables.contract import Convention
+
+__all__ = ["CLASS_DISTANCE", "Hierarchy"]
+
+#: The class distance of every hierarchical figure and loss (`Hierarchy.distance_matrix`), a
+#: versioned convention a family declares with the columns computed with it. Version 1 (runs that
+#: state no version) measured from the LCA down to the deeper of the two leaves.
+CLASS_DISTANCE = Convention(
+    name="class distance",
+    version=2,
+    definition="distance between two classes = height of their lowest common ancestor (LCA) node in the class tree, "
+               "i.e. the longest path from the LCA down to any leaf below it (0 for a class and itself), as in "
+               "fiveai/making-better-mistakes' code and distance files",
+    unversioned="version 1: (depth of the deeper of the two classes) - (depth of their LCA); the same as version 2 "
+                "on a tree whose leaves all lie at one depth (e.g. a two-level superclass tree), different on an "
+                "unbalanced tree such as CIFAR-100's WordNet tree",
+)
 
 _DICT_FORMAT = "exitsearch.hierarchy/v1"
 
@@ -110,11 +130,15 @@ class Hierarchy:
         depth = np.zeros(n_nodes, dtype=np.int64)
         for i in range(1, n_nodes):
             depth[i] = depth[par[i]] + 1
+        height = np.zeros(n_nodes, dtype=np.int64)
+        for i in range(n_nodes - 1, 0, -1):  # parents[i] < i: a node's children are final before it
+            height[par[i]] = max(height[par[i]], height[i] + 1)
 
         self._node_names = names
         self._parents = _readonly(par.copy())
         self._leaf_nodes = _readonly(leaves.copy())
         self._node_depth = _readonly(depth)
+        self._node_height = _readonly(height)
         self._is_leaf = _readonly(n_children == 0)
         self._leaf_rank = np.full(n_nodes, -1, dtype=np.int64)
         self._leaf_rank[leaves] = np.arange(len(leaves))
@@ -352,6 +376,16 @@ class Hierarchy:
         return self._parents.copy()
 
     @property
+    def node_heights(self) -> np.ndarray:
+        """int64 (n_nodes,), height of every node: longest path down to a leaf, 0 for a leaf (a copy)."""
+        return self._node_height.copy()
+
+    @property
+    def height(self) -> int:
+        """Height of the tree (of its root): the depth of its deepest leaf."""
+        return self.max_depth
+
+    @property
     def leaf_depths(self) -> np.ndarray:
         """int64 (n_fine,), depth of every fine class (a copy)."""
         return self._leaf_depth.copy()
@@ -406,39 +440,40 @@ class Hierarchy:
         order, _ = self._level_nodes(level)
         return [self._node_names[i] for i in order.tolist()]
 
-    def lca_height(self, a: int, b: int) -> int:
-        """Height of the lowest common ancestor of fine classes a and b (see `distance_matrix`)."""
-        fa, fb = self._check_fine(a), self._check_fine(b)
-        if fa == fb:
-            return 0
+    def _lca_node(self, fa: int, fb: int) -> int:
+        # Paths agree exactly on depths 0..depth(LCA) (padding never matches across leaves).
         pa, pb = self._paths[fa], self._paths[fb]
-        lca_depth = int(np.count_nonzero(pa == pb)) - 1
-        return max(int(self._leaf_depth[fa]), int(self._leaf_depth[fb])) - lca_depth
+        return int(pa[np.count_nonzero(pa == pb) - 1])
+
+    def lca(self, a: int, b: int) -> str:
+        """Name of the lowest common ancestor of fine classes a and b (the class itself when a == b)."""
+        return self._node_names[self._lca_node(self._check_fine(a), self._check_fine(b))]
+
+    def lca_height(self, a: int, b: int) -> int:
+        """Height of the lowest common ancestor of fine classes a and b: their distance (`distance_matrix`)."""
+        return int(self._node_height[self._lca_node(self._check_fine(a), self._check_fine(b))])
 
     def distance_matrix(self) -> np.ndarray:
-        """float64 (n_fine, n_fine): height of the lowest common ancestor of every pair of classes.
+        """float64 (n_fine, n_fine): D[a, b] = height of the lowest common ancestor (LCA) node of a and b.
 
-        D[a, b] = max(depth(a), depth(b)) - depth(LCA(a, b)): the number of edges from the
-        lowest common ancestor down to the deeper of the two leaves; D[a, a] = 0 and D is
-        symmetric. This is the mistake severity of Bertinetto et al., "Making Better Mistakes"
-        (CVPR 2020); on trees whose leaves all have the same depth it is the usual height of the
-        LCA. On an unbalanced tree, measuring to the deeper leaf (rather than to the shallower
-        one) keeps D[a, b] >= 1 for a != b, so no mistake is ever free. It is not a metric in
-        general (the triangle inequality can fail on unbalanced trees).
-
+        The distance of Bertinetto et al., "Making Better Mistakes" (CVPR 2020), as its code and
+        distance files compute it (`CLASS_DISTANCE`, version 2): a function of the LCA node alone.
+        D[a, a] = 0, D[a, b] >= 1 otherwise (the LCA of two leaves is an inner node), symmetric, an
+        ultrametric (D[a, c] <= max(D[a, b], D[b, c])). On a tree whose leaves all lie at one depth it
+        equals depth(leaf) - depth(LCA); on an unbalanced tree it is larger wherever the LCA's subtree
+        reaches deeper than either class (version 1 measured to the deeper of the two leaves).
         Computed once and cached; each call returns a fresh copy, safe to modify.
         """
         if self._distance is None:
             n = self.n_fine
-            # Paths agree exactly on depths 0..depth(LCA) (padding never matches across leaves),
-            # so counting agreeing positions gives depth(LCA) + 1 for every pair at once.
+            # Counting the depths at which two root -> leaf paths agree gives depth(LCA) + 1 for
+            # every pair at once; the LCA is the node at that depth on either path.
             matches = np.zeros((n, n), dtype=np.int64)
             for d in range(self.max_depth + 1):
                 col = self._paths[:, d]
                 matches += col[:, None] == col[None, :]
-            deeper = np.maximum(self._leaf_depth[:, None], self._leaf_depth[None, :])
-            dist = (deeper - (matches - 1)).astype(np.float64)
-            np.fill_diagonal(dist, 0.0)
+            lca = self._paths[np.arange(n)[:, None], matches - 1]  # (n, n) LCA node ids; a leaf on the diagonal
+            dist = self._node_height[lca].astype(np.float64)
             self._distance = _readonly(dist)
         return self._distance.copy()
 

@@ -6,14 +6,17 @@ code of fiveai/making-better-mistakes (`better_mistakes/model/run_xent.py`, read
 definition below). Pure numpy, vectorised over samples; torch tensors are accepted and converted.
 
 Inputs: `scores` (N, C) -- logits, probabilities or negative embedding distances, higher = more
-likely; `labels` (N,) integer classes; `distances` (C, C) -- `Hierarchy.distance_matrix()`, the
-height of the lowest common ancestor (LCA) of two classes, 0 on the diagonal. A `Hierarchy` may be
-passed wherever a distance matrix is accepted by `hierarchical_metrics`.
+likely; `labels` (N,) integer classes; `distances` (C, C) -- the class distance D,
+`Hierarchy.distance_matrix()`: the height of the lowest common ancestor (LCA) node of two classes
+(the longest path from it down to a leaf below it), 0 on the diagonal, >= 1 off it, as in the
+paper's code and distance files (convention `trainables.hierarchy.CLASS_DISTANCE`, version 2). A
+`Hierarchy` may be passed wherever a distance matrix is accepted by `hierarchical_metrics`.
 
 Definitions (p_i1..p_ik = the k highest-scoring classes of sample i, y_i its label):
 
-* ranking: classes sorted by decreasing score, ties broken by the LOWER class index (deterministic;
-  torch.topk leaves tie order unspecified). Every k is clipped to C.
+* ranking: classes sorted by decreasing score, ties broken by the LOWER class index (deterministic).
+  Departs from the paper's code, which ranks with torch.topk (tie order unspecified); the two can
+  differ where scores tie exactly (more often with float16 caches). Every k is clipped to C.
 * top1_error = mean_i [p_i1 != y_i].
 * level / coarse accuracy = mean_i [a(p_i1) == a(y_i)] for a = ancestor at a depth, or a given
   fine -> coarse map (CIFAR-100's superclasses are not a level of its WordNet tree).
@@ -24,11 +27,15 @@ Definitions (p_i1..p_ik = the k highest-scoring classes of sample i, y_i its lab
   `_avg/k`, np.mean over the (N, k) table). hdist@1 over all samples includes correct ones (0).
 * hprecision@k (code: `_precision/k`): with similarity s = 1 - D / max(D),
   sum_i sum_{j<=k} s[y_i, p_ij] / sum_i sum_{j<=k} sort_desc(s[y_i, :])_j, i.e. the similarity
-  of the returned top-k relative to the best achievable k retrievals for that label (the label
-  itself first). A ratio of sums over samples, like the code's per-batch ratio with the whole set
-  as one batch (the code then averages batch ratios; with equal batches the two differ only by
-  batch-to-batch variation of the denominator). Ties in the ideal list do not matter (only the
-  sorted distance values enter). If max(D) == 0 (one class) every similarity is 1.
+  of the returned top-k relative to the best achievable k retrievals FOR THAT LABEL (the label
+  itself first). Deliberate departure: the paper's code divides by the ideal similarities of every
+  class of its (C, C) table (`best_hier_similarities[:, :k]`, not indexed by the batch's labels), so
+  its ratio also scales with batch size / C, which reads as a bug; indexing by the label is the
+  evident intent (and equals the code's when a batch holds each class once). A ratio of sums over
+  samples, like the code's per-batch ratio with the whole set as one batch (the code then averages
+  batch ratios; with equal batches the two differ only by batch-to-batch variation of the
+  denominator). Ties in the ideal list do not matter (only the sorted distance values enter). If
+  max(D) == 0 (one class) every similarity is 1.
 """
 
 from __future__ import annotations
@@ -149,7 +156,7 @@ def level_accuracy(scores: Any, labels: Any, tree: Hierarchy, level: int) -> flo
 
 
 def mistake_severity(scores: Any, labels: Any, distances: Any) -> float:
-    """Mean LCA distance D[label, top-1] over the misclassified samples; NaN if none is wrong."""
+    """Mean class distance D[label, top-1] over the misclassified samples; NaN if none is wrong."""
     s, y = _inputs(scores, labels)
     d = _distances(distances, s.shape[1])
     pred = _topk(s, 1)[:, 0]
@@ -165,7 +172,8 @@ def hdist_at_k(scores: Any, labels: Any, distances: Any, k: int) -> float:
 
 
 def hprecision_at_k(scores: Any, labels: Any, distances: Any, k: int) -> float:
-    """Hierarchical precision@k as in the paper's code (`_precision/k`; see the module docstring).
+    """Hierarchical precision@k as in the paper's code (`_precision/k`), its ideal similarities indexed
+    by the label (see the module docstring).
 
     In [0, 1]; 1 when the top-k are as close to the label as any k classes can be.
     """

@@ -41,11 +41,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 #   R (0, 1) = 200, G (2, 3) = 201, B (31, 0) = 202; everything else R 10, G 20, B 30.
 
 
-def _cifar_rows(labels: np.ndarray, first_id: int) -> np.ndarray:
-    """(N, 3072) uint8 rows in the official layout: R plane, G plane, B plane, each row-major."""
+def _cifar_rows(labels: np.ndarray, first_id: int, background: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3072) uint8 rows in the official layout: R plane, G plane, B plane, each row-major.
+    `background` (N, 3, 32, 32) uint8 replaces the flat 10/20/30 planes (bookkeeping pixels stay)."""
     n = len(labels)
     img = np.empty((n, 3, 32, 32), dtype=np.uint8)
     img[:, 0], img[:, 1], img[:, 2] = 10, 20, 30
+    if background is not None:
+        img[:] = background
     ids = np.arange(first_id, first_id + n)
     img[:, 0, 0, 0] = labels
     img[:, 0, 1, 0] = ids & 0xFF
@@ -91,9 +94,22 @@ def c100_coarse_of(fine: np.ndarray) -> np.ndarray:
     return (fine * 7) % 20  # a non-trivial map: 5 fine classes per superclass, not fine // 5
 
 
-def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0) -> Path:
-    """cifar-100-python/{train,test,meta} with n_train / n_test images per fine class."""
+def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0,
+                   coarse_of: list[int] | None = None, meta: Path | None = None, textured: bool = False) -> Path:
+    """cifar-100-python/{train,test,meta} with n_train / n_test images per fine class. `coarse_of`
+    (fine -> superclass) and `meta` (a meta file to copy, e.g. the real one) replace the made-up
+    class names and superclasses. `textured`: each image is its class's random 8x8 colour pattern
+    (blown up to 32x32) plus noise, so that a network has something to learn and ranks classes
+    differently per image."""
     rng = np.random.default_rng(seed)
+    superclass = (lambda f: np.asarray(coarse_of)[f]) if coarse_of is not None else c100_coarse_of
+    patterns = rng.integers(0, 256, size=(100, 3, 8, 8)).repeat(4, axis=2).repeat(4, axis=3)
+
+    def background(fine: np.ndarray) -> np.ndarray | None:
+        if not textured:
+            return None
+        return np.clip(patterns[fine] + rng.normal(0, 48, size=(len(fine), 3, 32, 32)), 0, 255).astype(np.uint8)
+
     folder = root / "cifar-100-python"
     first_id = 0
     for part, n in (("train", n_train), ("test", n_test)):
@@ -104,14 +120,17 @@ def write_cifar100(root: Path, n_train: int = 3, n_test: int = 2, seed: int = 0)
                 b"filenames": [f"img_{i}.png".encode() for i in range(len(fine))],
                 b"batch_label": f"{part} batch".encode(),
                 b"fine_labels": fine.tolist(),
-                b"coarse_labels": c100_coarse_of(fine).tolist(),
-                b"data": _cifar_rows(fine, first_id),
+                b"coarse_labels": superclass(fine).tolist(),
+                b"data": _cifar_rows(fine, first_id, background(fine)),
             },
             protocol=2 if part == "train" else pickle.HIGHEST_PROTOCOL,
         )
         first_id += len(fine)
-    _pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in C100_FINE],
-                              b"coarse_label_names": [n.encode() for n in C100_COARSE]})
+    if meta is not None:
+        (folder / "meta").write_bytes(Path(meta).read_bytes())
+    else:
+        _pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in C100_FINE],
+                                  b"coarse_label_names": [n.encode() for n in C100_COARSE]})
     return folder
 
 

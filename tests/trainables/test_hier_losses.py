@@ -202,6 +202,10 @@ def test_soft_labels_by_hand(two: Hierarchy, deep: Hierarchy) -> None:
     # the same column from fiveai's make_all_soft_labels(distances, classes, hardness=4.0), float32
     fiveai = [0.03168491646647453, 0.08612854033708572, 0.6364085674285889, 0.2341216504573822, 0.011656230315566063]
     np.testing.assert_allclose(soft_labels(deep.distance_matrix(), 4.0)[2], fiveai, rtol=1e-6)
+    # label a1 (depth 2), where the rule before version 2 differed: LCA heights a1-b1 = a1-c1 = a1-c2
+    # = h(A) = 3, a1-d = h(root) = 4 (version 1: [0, 2, 3, 3, 2]), beta = 4, d_max = 4
+    raw = np.exp(-np.array([0.0, 3.0, 3.0, 3.0, 4.0]))
+    np.testing.assert_allclose(soft_labels(deep.distance_matrix(), 4.0)[0], raw / raw.sum(), rtol=1e-12)
 
 
 def test_soft_labels_large_beta_is_cross_entropy(deep: Hierarchy) -> None:
@@ -219,7 +223,6 @@ def test_tree_similarity_by_hand(two: Hierarchy, deep: Hierarchy) -> None:
     # two-level: LCA heights 1 within a superclass, 2 across; tree height 2
     s2 = np.kron(np.eye(2), [[1.0, 0.5], [0.5, 1.0]])
     np.testing.assert_allclose(tree_similarity(two), s2)
-    np.testing.assert_allclose(tree_similarity(two, "pair"), s2)
     # deep, Barz & Denzler: s = 1 - height(LCA) / 4; LCA heights a1-{b1,c1,c2} A=3, b1-{c1,c2} B=2,
     # c1-c2 C=1, d-anything root=4
     s_node = np.array(
@@ -232,9 +235,9 @@ def test_tree_similarity_by_hand(two: Hierarchy, deep: Hierarchy) -> None:
         ]
     )
     np.testing.assert_allclose(tree_similarity(deep), s_node)
-    # deep, "pair": 1 - distance_matrix / 4 (e.g. a1-b1: max(2, 3) - depth(A) = 2 -> 0.5)
-    np.testing.assert_allclose(tree_similarity(deep, "pair"), 1 - deep.distance_matrix() / 4)
-    assert tree_similarity(deep, "pair")[0, 1] == 0.5 and tree_similarity(deep, "pair")[0, 4] == 0.5
+    # the one class distance: s = 1 - distance_matrix / height (a1-b1 is 0.25, not the 0.5 that
+    # version 1's max(2, 3) - depth(A) = 2 gave)
+    np.testing.assert_allclose(tree_similarity(deep), 1 - deep.distance_matrix() / deep.height)
 
 
 def test_class_embeddings_by_hand(two: Hierarchy, deep: Hierarchy) -> None:
@@ -250,8 +253,8 @@ def test_class_embeddings_by_hand(two: Hierarchy, deep: Hierarchy) -> None:
     np.testing.assert_allclose(e[4], [0, 0, 0, 0, 1], atol=1e-12)
 
 
-def _check_embedding(tree: Hierarchy, kind: str) -> float:
-    s, e = tree_similarity(tree, kind), class_embeddings(tree, kind)
+def _check_embedding(tree: Hierarchy) -> float:
+    s, e = tree_similarity(tree), class_embeddings(tree)
     assert e.shape == (tree.n_fine, tree.n_fine)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(e, np.linalg.cholesky(s), atol=1e-9)  # the incremental solve is Cholesky
@@ -260,16 +263,18 @@ def _check_embedding(tree: Hierarchy, kind: str) -> float:
     return err
 
 
-@pytest.mark.parametrize("kind", ["node", "pair"])
-def test_embeddings_reproduce_similarity_small(two: Hierarchy, deep: Hierarchy, kind: str) -> None:
-    _check_embedding(two, kind)
-    _check_embedding(deep, kind)
+def test_embeddings_reproduce_similarity_small(two: Hierarchy, deep: Hierarchy) -> None:
+    _check_embedding(two)
+    _check_embedding(deep)
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("kind", ["node", "pair"])
-def test_embeddings_reproduce_similarity_wordnet(wordnet: Hierarchy, kind: str) -> None:
-    assert _check_embedding(wordnet, kind) < 1e-12
+def test_embeddings_reproduce_similarity_wordnet(wordnet: Hierarchy) -> None:
+    assert _check_embedding(wordnet) < 1e-12
+    # the height-based similarities: classes that meet only at the root (height 8) are orthogonal
+    s = tree_similarity(wordnet)
+    np.testing.assert_allclose(s, 1 - wordnet.distance_matrix() / 8)
+    assert s.min() == 0.0
 
 
 def test_embedding_rejects_non_psd() -> None:
@@ -385,7 +390,5 @@ def test_validation(deep: Hierarchy) -> None:
         SoftLabelLoss(np.array([[0.0, 1.0], [2.0, 0.0]]), 1.0)
     with pytest.raises(ValueError, match="all-zero"):
         EmbeddingLoss(np.array([[1.0, 0.0], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match="kind"):
-        tree_similarity(deep, "wup")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="disagree"):
         embedding_scores(torch.zeros(2, 3), class_embeddings(deep))

@@ -87,15 +87,28 @@ life
 """
 # Deliberately not file order: leaves are mapped to class indices by name.
 DEEP_FINE = ["pine", "cat", "grass", "dog", "oak", "bird"]
-# Worked out by hand from DEEP_TEXT: D[a, b] = max(depth a, depth b) - depth(LCA).
+# Heights worked out by hand from DEEP_TEXT (longest path down to a leaf): leaves 0, mammal 1,
+# conifer 1, animal 2, tree 2, plant 3, life 4.
+DEEP_HEIGHTS = {"life": 4, "animal": 2, "mammal": 1, "plant": 3, "tree": 2, "conifer": 1}
+# D[a, b] = height of the LCA node, by hand:
 #                  pine cat grass dog oak bird
 DEEP_DISTANCES = [
     [0, 4, 3, 4, 2, 4],  # pine  (depth 4)
-    [4, 0, 3, 1, 3, 2],  # cat   (depth 3)
-    [3, 3, 0, 3, 2, 2],  # grass (depth 2)
-    [4, 1, 3, 0, 3, 2],  # dog   (depth 3)
-    [2, 3, 2, 3, 0, 3],  # oak   (depth 3)
-    [4, 2, 2, 2, 3, 0],  # bird  (depth 2)
+    [4, 0, 4, 1, 4, 2],  # cat   (depth 3)
+    [3, 4, 0, 4, 3, 4],  # grass (depth 2)
+    [4, 1, 4, 0, 4, 2],  # dog   (depth 3)
+    [2, 4, 3, 4, 0, 4],  # oak   (depth 3)
+    [4, 2, 4, 2, 4, 0],  # bird  (depth 2)
+]
+# The rule before version 2, max(depth a, depth b) - depth(LCA), by hand; it differs on 7 pairs
+# (e.g. grass-bird: 2 then, 4 now: they meet at the root, whose subtree is 4 deep).
+DEEP_DISTANCES_V1 = [
+    [0, 4, 3, 4, 2, 4],
+    [4, 0, 3, 1, 3, 2],
+    [3, 3, 0, 3, 2, 2],
+    [4, 1, 3, 0, 3, 2],
+    [2, 3, 2, 3, 0, 3],
+    [4, 2, 2, 2, 3, 0],
 ]
 
 
@@ -136,7 +149,14 @@ def test_deep_ancestors_at_numbering(deep: Hierarchy) -> None:
     assert deep.ancestors_at(2).dtype == np.int64
 
 
-def test_deep_distances(deep: Hierarchy) -> None:
+def test_deep_heights(deep: Hierarchy) -> None:
+    names, heights = deep.node_names, deep.node_heights
+    assert {n: int(h) for n, h in zip(names, heights) if n in DEEP_HEIGHTS} == DEEP_HEIGHTS
+    assert all(heights[names.index(f)] == 0 for f in DEEP_FINE)
+    assert deep.height == 4 == deep.max_depth
+
+
+def test_deep_distances_are_lca_node_heights(deep: Hierarchy) -> None:
     d = deep.distance_matrix()
     np.testing.assert_array_equal(d, np.array(DEEP_DISTANCES, dtype=np.float64))
     np.testing.assert_array_equal(d, d.T)
@@ -144,6 +164,31 @@ def test_deep_distances(deep: Hierarchy) -> None:
     for a in range(6):
         for b in range(6):
             assert deep.lca_height(a, b) == DEEP_DISTANCES[a][b]
+            assert DEEP_DISTANCES[a][b] == (0 if a == b else DEEP_HEIGHTS[deep.lca(a, b)])
+    assert (deep.lca(1, 3), deep.lca(0, 4), deep.lca(2, 4), deep.lca(2, 5), deep.lca(1, 1)) == (
+        "mammal", "tree", "plant", "life", "cat")
+    # not the rule before version 2: the two differ exactly where the LCA's subtree is deeper
+    # than either class
+    differ = np.array(DEEP_DISTANCES) != np.array(DEEP_DISTANCES_V1)
+    assert differ.sum() == 2 * 7 and d[2, 5] == 4 and DEEP_DISTANCES_V1[2][5] == 2
+
+
+def test_distances_are_an_ultrametric(deep: Hierarchy) -> None:
+    d = deep.distance_matrix()
+    assert np.all(d[:, None, :] <= np.maximum(d[:, :, None], d[None, :, :]))  # D[a, c] <= max(D[a, b], D[b, c])
+
+
+def test_unbalanced_chain_tree_by_hand() -> None:
+    # A leaf right under the root next to a long chain: under the root every pair is 5 apart.
+    #   r -- s (leaf, depth 1)
+    #     -- u -- v -- w -- x (leaf, depth 4)
+    #                    -- y -- z (leaf, depth 5)
+    h = Hierarchy.from_indented("r\n-- s\n-- u\n---- v\n------ w\n-------- x\n-------- y\n---------- z\n",
+                                ["s", "x", "z"])
+    # heights: y 1, w 2, v 3, u 4, r 5; D[s, x] = D[s, z] = h(r) = 5, D[x, z] = h(w) = 2
+    np.testing.assert_array_equal(h.distance_matrix(), [[0, 5, 5], [5, 0, 2], [5, 2, 0]])
+    # version 1 gave max(1, 4) - 0 = 4, max(1, 5) - 0 = 5, max(4, 5) - 3 = 2
+    assert h.lca(1, 2) == "w" and h.height == 5
 
 
 def test_distance_matrix_cache_is_protected(deep: Hierarchy) -> None:
@@ -170,6 +215,7 @@ def test_serialisation_round_trips(deep: Hierarchy) -> None:
     assert again.fine_names == DEEP_FINE
     assert Hierarchy.from_indented(deep.to_indented(), DEEP_FINE) == deep
     assert d["coarse_of"] == [1, 0, 1, 0, 1, 0]
+    np.testing.assert_array_equal(again.distance_matrix(), deep.distance_matrix())
 
 
 def test_from_indented_file(tmp_path: Path) -> None:
@@ -272,11 +318,22 @@ def test_real_wordnet_tree(cifar100_names: dict) -> None:
     assert tree.depth(otter) == 7 and tree.depth(mountain) == 2
     assert tree.ancestor(otter, 5) == "carnivore"
     assert tree.lca_height(otter, skunk) == 1
-    assert tree.lca_height(mountain, otter) == 7
+    assert tree.lca_height(mountain, otter) == 8  # they meet at the root, whose height is 8
     d = tree.distance_matrix()
     np.testing.assert_array_equal(d, d.T)
     off = d[~np.eye(100, dtype=bool)]
     assert off.min() >= 1 and off.max() == 8
+    # the issue's examples: cloud vs mushroom meet at the root (8; the old rule said 2, as for wolf vs lion)
+    cloud, mushroom, wolf, lion = (fine.index(n) for n in ("cloud", "mushroom", "wolf", "lion"))
+    assert tree.lca(cloud, mushroom) == "entity" and d[cloud, mushroom] == 8
+    assert tree.lca(wolf, lion) == "carnivore" and d[wolf, lion] == 2
+    # against the rule before version 2, max(depth a, depth b) - depth(LCA): 8,052 of 9,900 pairs differ, by up to 6
+    levels = np.stack([tree.ancestors_at(lv) for lv in range(tree.max_depth + 1)], axis=1)
+    lca_depth = (levels[:, None, :] == levels[None, :, :]).sum(axis=2) - 1
+    depths = tree.leaf_depths
+    old = np.maximum(depths[:, None], depths[None, :]) - lca_depth
+    np.fill_diagonal(old, 0)
+    assert (d != old).sum() == 8052 and (d - old).max() == 6 and (d >= old).all()
     assert tree.ancestors_at(8).tolist() == list(range(100))
     # The WordNet level below the root is not the official superclass split.
     assert tree.nodes_at(1) == ["natural_scenes", "organism", "food", "artifact"]

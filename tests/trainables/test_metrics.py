@@ -133,9 +133,23 @@ root
 ---- c2
 """
 UB = Hierarchy.from_indented(UNBALANCED_TEXT, ["a1", "a2x", "a3y", "a3z", "b", "c1", "c2"])
-# D = max(depth a, depth b) - depth(LCA): e.g. a1-a3y: LCA A (depth 1), 4 - 1 = 3; a3y-a3z: LCA A3
-# (depth 3), 4 - 3 = 1; b-a3y: LCA root, 4 - 0 = 4; c1-c2: LCA C, 2 - 1 = 1.
+# Node heights by hand: A3 1, A2 2, A 3, C 1, root 4. D = height of the LCA node: e.g. a1-a3y: LCA A,
+# 3; a3y-a3z: LCA A3, 1; b-anything: LCA root, 4; c1-c2: LCA C, 1.
 UB_D = np.array(
+    [
+        [0, 3, 3, 3, 4, 4, 4],
+        [3, 0, 2, 2, 4, 4, 4],
+        [3, 2, 0, 1, 4, 4, 4],
+        [3, 2, 1, 0, 4, 4, 4],
+        [4, 4, 4, 4, 0, 4, 4],
+        [4, 4, 4, 4, 4, 0, 1],
+        [4, 4, 4, 4, 4, 1, 0],
+    ],
+    dtype=np.float64,
+)
+# The rule before version 2, max(depth a, depth b) - depth(LCA), differs on this tree (e.g. a1-b:
+# LCA root, max(2, 1) - 0 = 2, where the root's height is 4).
+UB_D_V1 = np.array(
     [
         [0, 2, 3, 3, 2, 2, 2],
         [2, 0, 2, 2, 3, 3, 3],
@@ -150,11 +164,11 @@ UB_D = np.array(
 UB_LABELS = np.array([2, 4, 0, 6, 1])
 UB_SCORES = scores_from_rankings(
     [
-        [3, 2, 0, 1, 4, 5, 6],  # label a3y: D of top-2 = 1, 0
-        [5, 6, 4, 0, 1, 2, 3],  # label b:   2, 2
-        [2, 3, 0, 1, 4, 5, 6],  # label a1:  3, 3
-        [6, 5, 4, 3, 2, 1, 0],  # label c2:  0, 1 (correct)
-        [4, 0, 1, 2, 3, 5, 6],  # label a2x: 3, 2
+        [3, 2, 0, 1, 4, 5, 6],  # label a3y: D of top-2 = 1, 0  (version 1: 1, 0)
+        [5, 6, 4, 0, 1, 2, 3],  # label b:   4, 4               (2, 2)
+        [2, 3, 0, 1, 4, 5, 6],  # label a1:  3, 3               (3, 3)
+        [6, 5, 4, 3, 2, 1, 0],  # label c2:  0, 1 (correct)     (0, 1)
+        [4, 0, 1, 2, 3, 5, 6],  # label a2x: 4, 3               (3, 2)
     ]
 )
 
@@ -165,14 +179,17 @@ def test_unbalanced_distances_as_hand_computed() -> None:
 
 
 def test_unbalanced_hand_computed() -> None:
-    s, y, d = UB_SCORES, UB_LABELS, UB_D
+    s, y, d = UB_SCORES, UB_LABELS, UB.distance_matrix()
     assert top1_error(s, y) == 0.8  # only c2 is right
-    assert mistake_severity(s, y, d) == 2.25  # (1 + 2 + 3 + 3) / 4
-    assert hdist_at_k(s, y, d, 1) == 1.8  # (1 + 2 + 3 + 0 + 3) / 5
-    assert hdist_at_k(s, y, d, 2) == pytest.approx(1.7)  # (0.5 + 2 + 3 + 0.5 + 2.5) / 5
-    # similarity 1 - D/4. Top-2: (0.75+1) + (0.5+0.5) + (0.25+0.25) + (1+0.75) + (0.25+0.5) = 5.75;
-    # ideal top-2 distances per label: a3y 0,1; b 0,2; a1 0,2; c2 0,1; a2x 0,2 -> 1.75+1.5+1.5+1.75+1.5 = 8
-    assert hprecision_at_k(s, y, d, 2) == pytest.approx(5.75 / 8)
+    assert mistake_severity(s, y, d) == 3.0  # (1 + 4 + 3 + 4) / 4
+    assert hdist_at_k(s, y, d, 1) == 2.4  # (1 + 4 + 3 + 0 + 4) / 5
+    assert hdist_at_k(s, y, d, 2) == pytest.approx(2.3)  # (0.5 + 4 + 3 + 0.5 + 3.5) / 5
+    # similarity 1 - D/4. Top-2: (0.75+1) + (0+0) + (0.25+0.25) + (1+0.75) + (0+0.25) = 4.25;
+    # ideal top-2 distances per label: a3y 0,1; b 0,4; a1 0,3; c2 0,1; a2x 0,2
+    # -> 1.75 + 1 + 1.25 + 1.75 + 1.5 = 7.25
+    assert hprecision_at_k(s, y, d, 2) == pytest.approx(4.25 / 7.25)
+    # the rule before version 2 gave other figures on the same answers: 2.25, 1.8, 1.7
+    assert mistake_severity(s, y, UB_D_V1) == 2.25 and hdist_at_k(s, y, UB_D_V1, 1) == 1.8
     # depth 1: ancestors A, A, A, A, b, C, C -> right for a3y/a3z (A), a1/a3y (A), c2; wrong b/c1, a2x/b
     assert level_accuracy(s, y, UB, 1) == 0.6
     # depth 2: a1, A2, A2, A2, b, c1, c2 -> right for a3y/a3z and c2
@@ -182,7 +199,23 @@ def test_unbalanced_hand_computed() -> None:
     assert level_accuracy(s, y, UB, 0) == 1.0
     m = hierarchical_metrics(s, y, UB, ks=(1, 2))
     assert m["coarse_accuracy"] == 0.6  # a Hierarchy's default coarse_of is its depth-1 ancestor
-    assert m["hdist@2"] == pytest.approx(1.7) and m["mistake_severity"] == 2.25
+    assert m["hdist@2"] == pytest.approx(2.3) and m["mistake_severity"] == 3.0
+    assert m["hprecision@2"] == pytest.approx(4.25 / 7.25)
+
+
+def test_hprecision_denominator_is_indexed_by_the_label() -> None:
+    """The departure from the paper's code: its denominator sums the best similarities of EVERY
+    class of its table, whatever labels the batch holds; ours those of each sample's label."""
+    d = UB.distance_matrix()
+    best2 = np.sort(1 - d / 4, axis=1)[:, ::-1][:, :2]  # each class's two best similarities, by hand below
+    np.testing.assert_allclose(best2[:, 1], [0.25, 0.5, 0.75, 0.75, 0.0, 0.75, 0.75])
+    # one sample of b answered ideally (b, then a class at distance 4): ours 1, the code's 1 / 10.75
+    one = scores_from_rankings([[4, 0, 1, 2, 3, 5, 6]])
+    assert hprecision_at_k(one, np.array([4]), d, 2) == 1.0
+    assert float(np.sum(1 - d[4, [4, 0]] / 4) / best2.sum()) == pytest.approx(1 / 10.75)
+    # a batch holding every class once, each answered ideally: the two agree (1)
+    ideal = scores_from_rankings([list(np.argsort(d[c], kind="stable")) for c in range(7)])
+    assert hprecision_at_k(ideal, np.arange(7), d, 2) == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------- ties
