@@ -32,7 +32,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
-TRIALS = 3
+TRIALS = 4  # one per node at first, and at least one left to start after the Ctrl-C
 RAY = shutil.which("ray")
 
 
@@ -179,15 +179,25 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     _wait(restarted_from_checkpoint, 400, "the dead node's trial to restart from its checkpoint")
     _tally(run, "after the worker node died and its trial restarted on the head")
 
-    # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs
-    _wait(running_with_checkpoint(1), 240, "a running trial")
+    # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs and another is still to
+    #    start (so that the resume has work to do whatever the timing)
+    _wait(lambda: running_with_checkpoint(1)() and len(_statuses(run)) < TRIALS, 240,
+          "a running trial with a trial still to start")
+    running = {t for t, s in _statuses(run).items() if s.get("status") == "running"}
     _kill_group(driver, signal.SIGINT)
     assert driver.wait(120) == 130, log.read_text()[-3000:]
     text = log.read_text()
     assert "interrupted (SIGINT)" in text and "--resume" in text
     res = _results(run)
     states = res.drop_duplicates("trial_id").set_index("trial_id").status
-    assert set(states) <= {"complete", "interrupted"} and "interrupted" in set(states), states
+    assert set(states) <= {"complete", "interrupted"}, states
+    # a trial that ran at the Ctrl-C is interrupted, unless its last epoch ended on disk before the
+    # stop reached it (a race on 2 loaded cores: CI once saw it) -- then it is complete, never lost
+    disk = _statuses(run)
+    for t in running:
+        want = {"complete"} if disk.get(t, {}).get("status") == "complete" else {"interrupted"}
+        assert {states.get(t)} <= want, (t, states.get(t), disk.get(t))
+    assert (states == "complete").sum() < TRIALS, states
     assert not res[res.status == "interrupted"].on_front.any()
     _tally(run, "after SIGINT (exit 130)")
 

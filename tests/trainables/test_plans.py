@@ -61,13 +61,16 @@ def test_one_stage_plans_reproduce_the_previous_loop():
     for space in one_stage_golden.SPACES:
         g, n = golden[space], now[space]
         assert n["config"] == g["config"], space
+        # The golden file was recorded on one CPU; another CPU's kernels (vector width, summation
+        # order) move a float32 loss by a few parts in a million (CI saw 4e-6), while a different
+        # computation (another seed, order, step or loss) moves it by far more than 1e-4.
         for a, b in zip(n["curves"], g["curves"]):
-            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6, abs=1e-9), space
-            assert a["calib_loss"] == pytest.approx(b["calib_loss"], rel=1e-6, abs=1e-9), space
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4, abs=1e-7), space
+            assert a["calib_loss"] == pytest.approx(b["calib_loss"], rel=1e-4, abs=1e-7), space
         assert n["points"].keys() == g["points"].keys(), space
         for pid, row in g["points"].items():
             for key, value in row.items():
-                assert n["points"][pid][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (space, pid, key)
+                assert n["points"][pid][key] == pytest.approx(value, rel=1e-4, abs=1e-7), (space, pid, key)
 
 
 # -- staged plans ----------------------------------------------------------------------------------
