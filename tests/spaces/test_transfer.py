@@ -416,3 +416,26 @@ def test_the_smoke_search_runs_as_the_readme_says(data, tmp_path):
     rows = pq.read_table(tmp_path / "runs" / "s" / "results.parquet").to_pylist()
     assert {r["status"] for r in rows} == {"complete"} and len({r["trial_id"] for r in rows}) == 4
     assert any(r["on_front"] for r in rows) and (tmp_path / "runs" / "s" / "report.html").stat().st_size > 10_000
+
+
+def test_the_transfer_run_summary_command(mosaic_run):
+    """python3 -m benchmarks.transfer_run RUN: the default point chosen on calibration, its test
+    scores, and its trial's per-class and fixed points on test beside them, as the rows hold them."""
+    import pyarrow.parquet as pq
+
+    _, run_dir, _ = mosaic_run
+    p = run("-m", "benchmarks.transfer_run", str(run_dir))
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    rows = pq.read_table(run_dir / "results.parquet").to_pylist()
+    calib = [r for r in rows if r["split"] == "calibration" and r["on_front"] and not r["reference"]]
+    best = max(calib, key=lambda r: (r["macro_f1"], -r["expected_flops"]))
+    assert got["default_point"] == best["point_id"] and got["trials_complete"] == 2
+    test = {r["point_id"]: r for r in rows if r["split"] == "test"}
+    tid = best["trial_id"]
+    assert got["test"]["macro_f1"] == pytest.approx(test[best["point_id"]]["macro_f1"], abs=1e-4)
+    assert got["test_reference_points_of_its_trial"]["per_class"]["macro_f1"] == pytest.approx(
+        test[f"{tid}/per_class"]["macro_f1"], abs=1e-4)
+    assert got["test_reference_points_of_its_trial"]["fixed"]["threshold"] == 0.5
+    gaps = [r["macro_f1_per_class"] - r["macro_f1"] for r in test.values() if not r["reference"]]
+    assert got["test_per_class_minus_global_macro_f1_median"] == pytest.approx(float(np.median(gaps)), abs=1e-4)
