@@ -53,7 +53,8 @@ def summarise(run_dir: str | Path) -> dict:
         "default_point": chosen["point_id"],
         "backbone": chosen.get("backbone"),
         "training": chosen.get("training"),
-        "precision": chosen.get("precision"),
+        "config": {k: v for k, v in json.loads(chosen.get("config_json") or "{}").items()
+                   if k in ("optimizer", "lr", "precision", "augment", "batch_size", "epochs", "lr_schedule")},
         "calibration": _scores(chosen),
         "test": _scores(by.get((chosen["point_id"], "test"))),
         "test_reference_points_of_its_trial": {k: _scores(v) for k, v in refs.items()},
