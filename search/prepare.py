@@ -73,11 +73,12 @@ def reference_costs(space: Space, spec: RunSpec) -> dict[str, float]:
     _HANDOVER.clear()
     data = DataInfo.of(ds)
     family = space.family(budget, space.resolve_options(spec.options))
-    family.check(data)  # UnsuitableData before any trial starts
+    family.check_data(data)  # UnsuitableData before any trial starts
+    family.fetch(spec.download)  # and what its options name beyond the dataset (e.g. pretrained weights)
     best = 0.0
     for cfg in space.largest_configs(budget):
         net = family.build_model(cfg, data)
-        best = max(best, float(exit_flops(net, data.channels, data.image_size)[-1]))
+        best = max(best, float(exit_flops(net, data.channels, family.input_size(cfg, data))[-1]))
     return {"flops": best}
 
 

@@ -49,24 +49,23 @@ from trainables.storage import is_uri, run_mirror  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     from spaces import list_spaces
-    from trainables.data import list_datasets
+    from trainables.data import describe_datasets
 
     p = argparse.ArgumentParser(
         prog="python -m search.run",
         description="Search a named space of early-exit / hierarchical classifiers with Ray Tune + Optuna, "
         "calibrate each trained network's exits, and report Pareto fronts.",
-        epilog=f"spaces: {', '.join(list_spaces())}.  datasets: {', '.join(list_datasets())}.",
+        epilog=f"spaces: {', '.join(list_spaces())}.  datasets: {describe_datasets()}.",
     )
     p.add_argument("--space", required=True, help=f"one of: {', '.join(list_spaces())}")
-    p.add_argument("--data", default=None, help=f"dataset (default: the space's); one of: {', '.join(list_datasets())}")
+    p.add_argument("--data", default=None, help=f"dataset (default: the space's); one of: {describe_datasets()}")
     p.add_argument("--data-root", default=None, help="directory holding the dataset's official files")
     p.add_argument("--download", action="store_true", default=None, help="download the dataset into --data-root if missing")
     p.add_argument("--trials", type=int, default=None, help="number of trials (default: the budget's)")
     p.add_argument("--budget", default=None, help="the space's budget: smoke (minutes on a laptop) or full (a real search); "
                    "each space lists its own")
-    for name, (choices, spaces_with) in _space_options().items():  # each space's own run options
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                       help=f"{spaces_with}: one of {', '.join(choices)}")
+    for name, spaces_with in _space_options().items():  # each space's own run options
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=spaces_with)
     p.add_argument("--data-size", default=None, choices=["tiny", "smoke", "full"],
                    help="dataset size (default: the budget's): full, or a class-balanced smoke/tiny subset")
     p.add_argument("--gpus-per-trial", type=float, default=None,
@@ -98,15 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _space_options() -> dict[str, tuple[tuple[str, ...], str]]:
-    """Every run option any space declares: its choices and "space: help" texts."""
+def _space_options() -> dict[str, str]:
+    """Every run option any space declares, with its "space: help (accepted values)" texts."""
     from spaces import get_space, list_spaces
 
-    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    out: dict[str, str] = {}
     for name in list_spaces():
         for key, opt in get_space(name).options.items():
-            choices, text = out.get(key, ((), ""))
-            out[key] = (tuple(dict.fromkeys(choices + opt.choices)), (text + "; " if text else "") + f"{name}: {opt.help}")
+            text = out.get(key, "")
+            out[key] = (text + "; " if text else "") + f"{name}: {opt.help} ({opt.accepts()})"
     return out
 
 
@@ -219,7 +218,7 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
     if problem:
         return _fail(console, problem)
     from spaces import get_space
-    from trainables.data import list_datasets
+    from trainables.data import DatasetUnavailable, UnknownDataset, canonical_dataset
 
     try:  # every number finite and in range before anything else (search/spec.py)
         check_numbers({k: getattr(args, k, None) for k in NUMBERS})
@@ -229,8 +228,11 @@ def _main(argv: list[str] | None, console: Console, stop: StopRequest) -> int:
         space = get_space(args.space)
     except KeyError as exc:
         return _fail(console, str(exc.args[0]))
-    if args.data is not None and args.data not in list_datasets():
-        return _fail(console, f"unknown dataset {args.data!r}; known: {', '.join(list_datasets())}")
+    try:  # a name with an argument comes back in the form every worker can use (csv:PATH: the path absolute)
+        if args.data is not None:
+            args.data = canonical_dataset(args.data)
+    except (UnknownDataset, DatasetUnavailable) as exc:
+        return _fail(console, str(exc))
     if args.resume and not args.name:
         return _fail(console, "--resume needs --name of the run to resume")
     try:
@@ -294,14 +296,16 @@ def _spec_fields(args: argparse.Namespace, given: set[str], space, storage: str,
 
 def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: str, console: Console,
          stop: StopRequest) -> int:
-    from trainables.data import DatasetUnavailable, list_datasets
+    from trainables.data import DatasetUnavailable, canonical_dataset
 
     import torch
 
     try:
         spec = RunSpec(**_spec_fields(args, given, space, storage, name, console))
-        if spec.data not in list_datasets():
-            raise BadInput(f"unknown dataset {spec.data!r}; known: {', '.join(list_datasets())}")
+        try:  # a resumed run's dataset must still be one (UnknownDataset is a ValueError)
+            canonical_dataset(spec.data)
+        except DatasetUnavailable as exc:
+            raise BadInput(str(exc)) from exc
         budget = space.budget(spec.budget)
         check_scheduler(spec.scheduler, space.declaration(budget, space.resolve_options(spec.options)).objectives)
         check_device(spec.device, torch.cuda.is_available())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spaces._base import Budget, Option, Space
+from spaces._base import Budget, Option, Space, number_value, path_value
 from trainables.registry import Registry
 
-__all__ = ["Budget", "Option", "Space", "get_space", "list_spaces", "plugin_errors", "register_space"]
+__all__ = ["Budget", "Option", "Space", "get_space", "list_spaces", "number_value", "path_value", "plugin_errors", "register_space"]
 
 _SPACES: Registry[Callable[[], Space]] = Registry("space")
 register_space = _SPACES.register

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from trainables.engine.family import Family
     from trainables.engine.loop import TrialContext
 
-__all__ = ["Budget", "Option", "Space"]
+__all__ = ["Budget", "Option", "Space", "number_value", "path_value"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,54 @@ class Budget:
 
 @dataclass(frozen=True)
 class Option:
-    """A run option of a space (a CLI flag of the same name)."""
+    """A run option of a space (a CLI flag of the same name): one of `choices`, or, for an option
+    with a `parse`, any value it accepts (a number, a path). Values are strings (they travel in
+    spec.json); `parse` returns the stored form of a value outside `choices` (e.g. a path made
+    absolute, so that every worker finds it) or raises ValueError saying what is wrong with it.
+    The CLI resolves every option before a run directory is made, so a bad value exits 2 with that
+    message (search/run.py)."""
 
     choices: tuple[str, ...]
     default: str
     help: str = ""
+    parse: Callable[[str], str] | None = None  # a value outside `choices` -> its stored form (ValueError: refused)
+    values: str = ""  # what --help says it accepts, when not only `choices` (e.g. "imagenet, none or PATH")
+
+    def accepts(self) -> str:
+        """The accepted values, as --help and error messages name them."""
+        return self.values or f"one of {', '.join(self.choices)}"
+
+    def resolve(self, flag: str, value: str) -> str:
+        """`value` as stored; ValueError (naming the flag and the value as typed) when refused."""
+        if value in self.choices:
+            return value
+        if self.parse is None:
+            raise ValueError(f"{flag} {value!r} is not one of {', '.join(self.choices)}")
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {value!r}: {exc} (accepted: {self.accepts()})") from None
+
+
+def number_value(minimum: float = 0.0, *, strict: bool = True) -> Callable[[str], str]:
+    """A `parse` for a finite number above `minimum` (at or above it when not `strict`); stored as typed."""
+    def parse(value: str) -> str:
+        try:
+            x = float(value)
+        except ValueError:
+            raise ValueError("not a number") from None
+        if not math.isfinite(x) or (x <= minimum if strict else x < minimum):
+            raise ValueError(f"must be a finite number {'above' if strict else 'at least'} {minimum:g}")
+        return value
+    return parse
+
+
+def path_value(value: str) -> str:
+    """A `parse` for a file path: stored absolute (a worker's working directory is not the driver's).
+    Whether the file is there, and what it holds, is the family's to check before the run starts."""
+    if not value.strip():
+        raise ValueError("an empty path")
+    return str(Path(value).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -85,9 +130,10 @@ class Space:
                                  + (f"; its options: {', '.join(self.options)}" if self.options else ""))
         for key, opt in self.options.items():
             value = given.get(key) or opt.default
-            if value not in opt.choices:
-                raise ValueError(f"--{key.replace('_', '-')} {value!r} is not one of {', '.join(opt.choices)} (space {self.name})")
-            out[key] = value
+            try:
+                out[key] = opt.resolve(f"--{key.replace('_', '-')}", value)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (space {self.name})") from None
         return out
 
     def declaration(self, budget: Budget, options: Mapping[str, str] | None = None) -> Declaration:

@@ -18,7 +18,7 @@ def test_common_columns_are_documented():
         assert f"`{name}`" in README, name
 
 
-@pytest.mark.parametrize("name", ["gran_hbn", "branchynet", "better_mistakes", "hierarchy_heads"])
+@pytest.mark.parametrize("name", ["gran_hbn", "branchynet", "better_mistakes", "hierarchy_heads", "transfer"])
 def test_each_space_section_lists_its_declared_columns(name):
     m = re.search(rf"### `{name}`'s? own columns\n(.*?)\n### ", README, re.S)
     assert m, f"no README section for {name}"

@@ -1,7 +1,7 @@
 """What a network needs to know of its dataset, stored with it: `DataInfo`.
 
-Shapes, normalisation, class names, the two-level hierarchy the heads predict and, where the
-dataset has one, a deeper class tree. A trial stores it in model.pt as plain values
+Shapes, normalisation, class names, the two-level hierarchy the heads predict, where the dataset
+has one a deeper class tree, and whether its targets are multi-label (multi-hot vectors). A trial stores it in model.pt as plain values
 (`to_plain`), which a safe loader reads back (`from_plain`); a family's hooks receive it
 (trainables/engine/family.py), and a predictor rebuilds its network from it.
 
@@ -32,12 +32,14 @@ class DataInfo(NamedTuple):
     coarse_of: tuple[int, ...]
     hierarchy: Hierarchy | None = None  # the two levels the heads predict
     tree: Hierarchy | None = None  # a deeper class tree (e.g. CIFAR-100's WordNet tree), when the dataset has one
+    multi_label: bool = False  # targets are multi-hot vectors (several classes per image), not one class each
 
     @classmethod
     def of(cls, ds: Any) -> DataInfo:
         h = ds.hierarchy
         return cls(ds.channels, ds.image_size, ds.n_fine, ds.n_coarse, tuple(ds.mean), tuple(ds.std),
-                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of), h, ds.tree)
+                   tuple(h.fine_names), tuple(h.coarse_names), tuple(int(c) for c in h.coarse_of), h, ds.tree,
+                   bool(getattr(ds, "multi_label", False)))
 
     def n_classes(self, level: str) -> int:
         return {"fine": self.n_fine, "coarse": self.n_coarse}[level]

@@ -33,6 +33,9 @@ class Prediction:
     # cost name -> (N,) what actually executed for each image (e.g. "flops": the FLOPs of the stages
     # and heads that ran for it); a point's expected cost is the mean over its images (`expected_cost`)
     cost: dict[str, np.ndarray] = field(default_factory=dict)
+    # a multi-label answer: (N, n_classes) bool, every class the image is said to hold (`label` is then
+    # its most probable class); None for one class per image
+    labels: np.ndarray | None = None
 
     @property
     def fine(self) -> np.ndarray:

@@ -152,3 +152,10 @@ def test_mo_early_stopping_refuses_unknown_parts_and_a_missing_data_root(tmp_pat
         p = subprocess.run([sys.executable, "-m", "benchmarks.mo_early_stopping", *args], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 2 and said in p.stderr and not p.stdout, p.stderr[-2000:]
+
+
+def test_mixed_precision_benchmark():
+    lines = bench([sys.executable, "-m", "benchmarks.mixed_precision", "--data-size", "tiny", "--backbone",
+                   "shufflenet_v2_x1_0", "--input-size", "16", "--epochs", "1", "--threads", "1"])
+    assert [ln.get("precision") for ln in lines[:2]] == ["fp32", "bf16"]
+    assert lines[-1]["bf16_over_fp32_train_time"] > 0 and "macro_f1_change" in lines[-1]

@@ -87,6 +87,33 @@ def _truncated_pickle(tmp: Path) -> list[str]:
     return ["--data", "cifar10", "--data-root", str(tmp / "data")]
 
 
+def _csv(rows: list[str], images: int = 0) -> Callable[[Path], list[str]]:
+    """A CSV dataset (--data csv:PATH) with `images` small PNGs beside it."""
+    def setup(tmp: Path) -> list[str]:
+        import torch
+        from torchvision.io import write_png
+
+        folder = tmp / "csvdata"
+        folder.mkdir()
+        for i in range(images):
+            write_png(torch.full((3, 8, 8), 10 * i, dtype=torch.uint8), str(folder / f"{i}.png"))
+        (folder / "labels.csv").write_text("ImageID,Labels,Caption\n" + "".join(rows))
+        return ["--data", f"csv:{folder / 'labels.csv'}"]
+    return setup
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo ran > /dev/null",))
+
+
+def _unsafe_weights(tmp: Path) -> list[str]:
+    import torch
+
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _RunsCode()}, tmp / "w.pt")
+    return ["--weights", str(tmp / "w.pt")]
+
+
 def _plugin_missing(tmp: Path) -> list[str]:
     return []
 
@@ -224,6 +251,24 @@ CASES: dict[str, Case] = {
     "images of the wrong shape": Case(["--space", "gran_hbn", "--data-size", "tiny"], "32",
                                       setup=_npz(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10)),
     "truncated pickles": Case(["--space", "gran_hbn", "--data-size", "tiny"], "data_batch_1", setup=_truncated_pickle),
+    "csv dataset without its path": Case(["--space", "gran_hbn", "--data", "csv"], "is named csv:PATH"),
+    "csv with a label that is not a number": Case(["--space", "gran_hbn"], "label 'cat' of image '1.png' is not a whole number",
+                                                  setup=_csv(["0.png,1,x\n", "1.png,cat,y\n"])),
+    "csv naming images that are not there": Case(["--space", "gran_hbn"], "are not under",
+                                                 setup=_csv([f"{i}.png,{i % 2}\n" for i in range(12)], images=10)),
+    "transfer: a size bound that is not a number": Case(["--space", "transfer", *SYN, "--max-model-mb", "abc"],
+                                                        "--max-model-mb 'abc': not a number"),
+    "transfer: a size bound no backbone fits": Case(["--space", "transfer", *SYN, "--max-model-mb", "1"],
+                                                    "no backbone of the transfer space is left to search"),
+    "transfer: a weights file that is not there": Case(["--space", "transfer", *SYN, "--weights", "/nonexistent/w.pt"],
+                                                       "no weights file /nonexistent/w.pt; or train from scratch with --weights none"),
+    "transfer: imagenet weights not in the hub cache": Case(["--space", "transfer", *SYN, "--weights", "imagenet"],
+                                                            "not in the local torch hub cache",
+                                                            env={"TORCH_HOME": "/nonexistent-torch-home"}),
+    "transfer: weights that are not plain tensors": Case(["--space", "transfer", *SYN], "was not opened",
+                                                         setup=_unsafe_weights),
+    "multi-label csv for a single-label space": Case(["--space", "gran_hbn"], "the dataset is multi-label",
+                                                     setup=_csv([f"{i}.png,{i % 3} {3 + i % 2}\n" for i in range(12)], images=12)),
     "corrupt results.parquet on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "results.parquet is corrupt",
                                               setup=_corrupt("results.parquet", b"PAR1 torn")),
     "corrupt study.journal on resume": Case(["--space", "gran_hbn", "--data", "synthetic"], "study.journal",

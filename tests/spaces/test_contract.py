@@ -62,8 +62,7 @@ def test_define_replays_under_fixed_trial(name):
 @pytest.mark.parametrize("name", SPACES)
 def test_declaration_round_trips_and_is_consistent(name):
     space = get_space(name)
-    for opt in [None, *[o for opts in space.options.values() for o in opts.choices]]:
-        options = {"objective": opt} if opt and "objective" in space.options else {}
+    for options in [{}, *({key: choice} for key, opt in space.options.items() for choice in opt.choices)]:
         decl = space.declaration(space.budget("smoke"), options)
         assert Declaration.from_dict(json.loads(json.dumps(decl.to_dict()))) == decl
         schema = result_schema(decl)

@@ -105,3 +105,29 @@ def test_branchynet_options():
         space.resolve_options({"objective": "speed"})
     with pytest.raises(ValueError, match="has no option"):
         get_space("gran_hbn").resolve_options({"objective": "latency"})
+
+
+def test_free_form_options_are_parsed_and_refused_with_their_flag(tmp_path, monkeypatch):
+    """An option may take values beyond its choices (a number, a path) through its `parse`; a bad one
+    is a ValueError naming the flag, the value as typed and what is accepted."""
+    import dataclasses
+
+    from spaces import Option, number_value, path_value
+
+    space = dataclasses.replace(get_space("gran_hbn"), options={
+        "max_model_mb": Option(("none",), "none", "size limit", parse=number_value(0), values="none or a number of MB"),
+        "weights": Option(("imagenet", "none"), "none", "weights", parse=path_value, values="imagenet, none or PATH"),
+        "tree": Option(("superclass", "deep"), "superclass")})
+    assert space.resolve_options({}) == {"max_model_mb": "none", "weights": "none", "tree": "superclass"}
+    assert space.resolve_options({"max_model_mb": "100"})["max_model_mb"] == "100"
+    monkeypatch.chdir(tmp_path)
+    assert space.resolve_options({"weights": "w.pt"})["weights"] == str(tmp_path / "w.pt")  # absolute: workers find it
+    assert space.resolve_options({"weights": str(tmp_path / "w.pt")})["weights"] == str(tmp_path / "w.pt")  # idempotent
+    for value, message in (("abc", "--max-model-mb 'abc': not a number"), ("-5", "above 0"), ("inf", "finite"),
+                           ("0", "above 0")):
+        with pytest.raises(ValueError, match=message) as exc:
+            space.resolve_options({"max_model_mb": value})
+        assert "none or a number of MB" in str(exc.value) and "space gran_hbn" in str(exc.value)
+    with pytest.raises(ValueError, match="--tree 'wide' is not one of superclass, deep"):
+        space.resolve_options({"tree": "wide"})  # an option without a parse takes its choices only
+    assert number_value(1, strict=False)("1") == "1"

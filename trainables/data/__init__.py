@@ -10,9 +10,16 @@ Every builder returns a `Dataset` with three splits:
 official test set stays untouched. Images stay uint8 (N, C, H, W) on the CPU; normalisation with
 the per-channel `mean` / `std` (computed on `train`) and augmentation belong to the training loop.
 
+Targets are single-label (int64 class indices, with the two-level class hierarchy) or multi-label
+(a uint8 multi-hot vector per image, `Split.multi_label`); the splits of a multi-label set are
+stratified on labels (iterative stratification, trainables/stratify.py), not on one class.
+
 Builders are registered with `@register_dataset` and looked up with `get_dataset(name, ...)`.
-Importing this package registers the built-in datasets: cifar10, cifar100, fashion_mnist and
-synthetic (generated in-process, needs no files; the offline fallback for every test and demo).
+Importing this package registers the built-in datasets: cifar10, cifar100, fashion_mnist,
+synthetic (generated in-process, needs no files; the offline fallback for every test and demo) and
+csv, images listed in a CSV file (trainables/data/csv_images.py). A name may carry an argument
+after a colon, `KIND:ARG` (`csv:PATH?size=64`), which reaches the builder of KIND as `source=ARG`;
+`canonical_dataset` checks a name and returns the form every process can use (an absolute path).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch
 
 from trainables.hierarchy import Hierarchy
 from trainables.registry import Registry
+from trainables.stratify import multilabel_split, multilabel_subset
 
 __all__ = [
     "DEFAULT_CALIB_FRACTION",
@@ -45,12 +53,15 @@ __all__ = [
     "as_split",
     "assemble",
     "balanced_subset",
+    "canonical_dataset",
     "channel_stats",
     "corrupt_hint",
     "dataset_unavailable",
     "default_data_root",
+    "describe_datasets",
     "get_dataset",
     "list_datasets",
+    "multi_hot_coarse",
     "register_dataset",
     "stratified_split",
     "unavailable_hint",
@@ -132,7 +143,8 @@ class Split:
 
     Attributes:
         images: uint8 (N, C, H, W), contiguous, on the CPU.
-        fine: int64 (N,) fine-class labels.
+        fine: the targets: int64 (N,) fine-class labels, or for a multi-label dataset uint8 (N, C)
+            multi-hot vectors (1 where the image holds the class).
     """
 
     images: torch.Tensor
@@ -143,8 +155,11 @@ class Split:
             raise TypeError("Split.images and Split.fine must be torch tensors")
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.fine.dtype != torch.int64 or self.fine.ndim != 1:
-            raise ValueError(f"fine labels must be int64 (N,), got {self.fine.dtype} {tuple(self.fine.shape)}")
+        single = self.fine.dtype == torch.int64 and self.fine.ndim == 1
+        multi = self.fine.dtype == torch.uint8 and self.fine.ndim == 2
+        if not (single or multi):
+            raise ValueError(f"labels must be int64 (N,) classes or uint8 (N, C) multi-hot, got {self.fine.dtype} "
+                             f"{tuple(self.fine.shape)}")
         if len(self.images) != len(self.fine):
             raise ValueError(f"{len(self.images)} images but {len(self.fine)} labels")
         if self.images.device.type != "cpu" or self.fine.device.type != "cpu":
@@ -155,9 +170,18 @@ class Split:
     def __len__(self) -> int:
         return int(self.fine.shape[0])
 
+    @property
+    def multi_label(self) -> bool:
+        """The targets are multi-hot vectors (several classes per image), not one class each."""
+        return self.fine.ndim == 2
+
     def coarse(self, hierarchy: Hierarchy) -> torch.Tensor:
-        """int64 (N,) superclass labels via `hierarchy.coarse_of`."""
-        return torch.as_tensor(np.array(hierarchy.coarse_of, dtype=np.int64))[self.fine]
+        """int64 (N,) superclass labels via `hierarchy.coarse_of`; multi-label: uint8 (N, n_coarse),
+        1 where the image holds a class of that superclass."""
+        coarse_of = torch.as_tensor(np.array(hierarchy.coarse_of, dtype=np.int64))
+        if self.multi_label:
+            return multi_hot_coarse(self.fine, coarse_of, hierarchy.n_coarse)
+        return coarse_of[self.fine]
 
     def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int]) -> Split:
         """The samples at `indices`, in that order (copies, so the result is contiguous)."""
@@ -170,8 +194,17 @@ class Split:
         return Split(images, torch.from_numpy(self.fine.numpy()[idx]))
 
     def class_counts(self, n_classes: int) -> np.ndarray:
-        """int64 (n_classes,) number of samples per fine class."""
+        """int64 (n_classes,) number of samples per fine class (multi-label: holding it)."""
+        if self.multi_label:
+            return self.fine.numpy().sum(0, dtype=np.int64)
         return np.bincount(self.fine.numpy(), minlength=n_classes)
+
+
+def multi_hot_coarse(fine: torch.Tensor, coarse_of: torch.Tensor, n_coarse: int) -> torch.Tensor:
+    """uint8 (N, n_coarse) multi-hot superclasses of uint8 (N, C) multi-hot classes (on their device)."""
+    member = torch.zeros(fine.shape[1], n_coarse, device=fine.device)
+    member[torch.arange(fine.shape[1], device=fine.device), coarse_of.to(fine.device)] = 1.0
+    return (fine.float() @ member).clamp_(max=1.0).to(torch.uint8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,8 +235,14 @@ class Dataset:
         shapes = {tuple(s.images.shape[1:]) for s in (self.train, self.calib, self.test)}
         if len(shapes) != 1:
             raise ValueError(f"splits disagree on the image shape: {sorted(shapes)}")
+        if len({s.multi_label for s in (self.train, self.calib, self.test)}) != 1:
+            raise ValueError("splits disagree on single- vs multi-label targets")
         for split_name, split in (("train", self.train), ("calib", self.calib), ("test", self.test)):
-            if len(split) and (int(split.fine.min()) < 0 or int(split.fine.max()) >= self.hierarchy.n_fine):
+            if split.multi_label:
+                if split.fine.shape[1] != self.hierarchy.n_fine or (len(split) and int(split.fine.max()) > 1):
+                    raise ValueError(f"{split_name} targets must be 0/1 multi-hot vectors of {self.hierarchy.n_fine} "
+                                     f"classes, got shape {tuple(split.fine.shape)}")
+            elif len(split) and (int(split.fine.min()) < 0 or int(split.fine.max()) >= self.hierarchy.n_fine):
                 raise ValueError(f"{split_name} labels outside [0, {self.hierarchy.n_fine})")
         if self.tree is not None and self.tree.fine_names != self.hierarchy.fine_names:
             raise ValueError("tree and hierarchy must have the same fine classes in the same order")
@@ -213,6 +252,11 @@ class Dataset:
     @property
     def n_fine(self) -> int:
         return self.hierarchy.n_fine
+
+    @property
+    def multi_label(self) -> bool:
+        """Multi-hot targets (several classes per image): see Split.multi_label."""
+        return self.train.multi_label
 
     @property
     def n_coarse(self) -> int:
@@ -238,6 +282,7 @@ class Dataset:
             "image_size": self.image_size,
             "n_fine": self.n_fine,
             "n_coarse": self.n_coarse,
+            "multi_label": self.multi_label,
             "fine_names": list(self.hierarchy.fine_names),
             "coarse_names": list(self.hierarchy.coarse_names),
             "coarse_of": [int(k) for k in self.hierarchy.coarse_of],
@@ -258,8 +303,12 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
 
     Per class, round(fraction * n_c) samples are held out, but at least one (and at most n_c - 1)
     when the class has two or more samples, so tiny data sets still get every class in both parts.
-    Deterministic given (labels, fraction, seed); both index arrays are sorted ascending.
+    Multi-hot (N, C) labels are stratified on every label by iterative stratification
+    (trainables/stratify.py). Deterministic given (labels, fraction, seed); both index arrays are
+    sorted ascending.
     """
+    if np.ndim(labels) == 2:
+        return multilabel_split(np.asarray(labels), fraction, seed)
     y = np.asarray(labels).reshape(-1)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
@@ -281,8 +330,12 @@ def stratified_split(labels: np.ndarray | torch.Tensor, fraction: float, seed: i
 def balanced_subset(labels: np.ndarray | torch.Tensor, n: int, seed: int) -> np.ndarray:
     """Sorted indices of a class-balanced subset of about `n` samples (n // n_classes per class).
 
-    Classes with fewer samples than their quota contribute all of theirs.
+    Classes with fewer samples than their quota contribute all of theirs. Multi-hot (N, C) labels:
+    a label-stratified subset of about `n` (iterative stratification), which keeps each label's
+    share rather than balancing the labels (an image holds several).
     """
+    if np.ndim(labels) == 2:
+        return multilabel_subset(np.asarray(labels), n, seed)
     y = np.asarray(labels).reshape(-1)
     classes = np.unique(y)
     if len(classes) == 0:
@@ -329,8 +382,9 @@ def as_split(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tenso
         # torch.from_numpy warns on read-only arrays (e.g. unpickled from a bytes buffer); copy those.
         return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
-    imgs, y = tensor(images), tensor(labels, np.dtype(np.int64))
-    return Split(imgs.to(torch.uint8).contiguous(), y.to(torch.int64).contiguous())
+    multi = np.ndim(labels) == 2  # multi-hot targets stay uint8
+    imgs, y = tensor(images), tensor(labels, np.dtype(np.uint8 if multi else np.int64))
+    return Split(imgs.to(torch.uint8).contiguous(), y.to(torch.uint8 if multi else torch.int64).contiguous())
 
 
 def assemble(
@@ -388,6 +442,32 @@ register_dataset = _REGISTRY.register
 list_datasets = _REGISTRY.names
 
 
+def _kind(name: str) -> tuple[str, str | None]:
+    """("csv", "PATH?size=64") of "csv:PATH?size=64"; (name, None) of a plain name."""
+    kind, sep, arg = name.partition(":")
+    return (kind, arg) if sep else (name, None)
+
+
+def canonical_dataset(name: str) -> str:
+    """`name` checked and in the form every process of a run can use (a builder that takes an
+    argument may make it canonical, e.g. a path absolute: a builder attribute `canonical`).
+    UnknownDataset for an unknown name, or a missing or unwanted argument."""
+    kind, arg = _kind(name)
+    builder = _REGISTRY[kind]
+    usage = getattr(builder, "usage", None)
+    if (arg is None) != (usage is None):
+        raise UnknownDataset(f"dataset {kind!r} is named {usage}" if usage else f"dataset {kind!r} takes no argument after ':'")
+    if arg is None:
+        return kind
+    canonical = getattr(builder, "canonical", None)
+    return f"{kind}:{canonical(arg) if canonical else arg}"
+
+
+def describe_datasets() -> str:
+    """The dataset names as --help shows them (with their argument, e.g. csv:PATH[?size=N])."""
+    return ", ".join(getattr(_REGISTRY[n], "usage", None) or n for n in list_datasets())
+
+
 def get_dataset(
     name: str,
     root: str | Path | None = None,
@@ -414,11 +494,14 @@ def get_dataset(
         UnknownDataset (a KeyError and a ValueError): unknown name; the message lists the known ones.
         DatasetUnavailable: files missing (or DatasetCorrupt: unreadable / bad checksum).
     """
-    builder = _REGISTRY[name]
+    kind, arg = _kind(name)
+    builder = _REGISTRY[kind]
     check_size(size)
+    if arg is not None:
+        kwargs["source"] = arg
     return builder(root, seed=seed, download=download, size=size, **kwargs)
 
 
 # Registration happens on import of the builder modules; they import the names above, so they
 # must come last.
-from trainables.data import cifar, fashion_mnist, synthetic  # noqa: E402,F401
+from trainables.data import cifar, csv_images, fashion_mnist, synthetic  # noqa: E402,F401

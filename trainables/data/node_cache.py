@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -66,6 +67,9 @@ def source_files(name: str, root: str | os.PathLike[str] | None) -> tuple[str | 
     """(resolved root, every file the builder `name` may read); None for a dataset this cache does not know."""
     if name == "synthetic":
         return None, []  # generated from (seed, size) alone
+    if name.startswith("csv:"):  # the CSV and every image file it lists
+        from trainables.data.csv_images import source_files as csv_files
+        return csv_files(name[len("csv:"):], root)
     base = (Path(root).expanduser() if root is not None else default_data_root()).resolve()
     if name == "cifar10":
         from trainables.data.cifar import CIFAR10_DIR, CIFAR10_FILES, CIFAR10_NPZ
@@ -107,7 +111,8 @@ def _code_hash() -> str:
 def entry_key(name: str, root: str | None, size: str, seed: int, fp: list[list[Any]] | None) -> str:
     """Directory name of an entry; fp None gives the name of its lock (shared by every fingerprint)."""
     material = json.dumps([FORMAT_VERSION, _code_hash(), name, root, size, int(seed), fp])
-    return f"{name}-{size}-s{seed}-{hashlib.sha256(material.encode()).hexdigest()[:20]}"
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-48:]  # a name with a path (csv:PATH) stays one file name
+    return f"{readable}-{size}-s{seed}-{hashlib.sha256(material.encode()).hexdigest()[:20]}"
 
 
 def to_arrays(ds: Dataset) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

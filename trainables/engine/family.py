@@ -10,6 +10,15 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
 
 * `build_model(config, data)`  its network (one with `n_exits`, `levels` and `segments()`, e.g.
   an EarlyExitNet with the family's answer levels);
+* `input_size(config, data)`  (optional) the side of the images its network sees (by default the
+  dataset's own; batches are resized to it on the device, and FLOPs are counted at it);
+* `augmentation(inputs)`  (optional) how its training batches are augmented on the device
+  (trainables/engine/augment.py; by default pad-crop and flip);
+* `fetch(download)`  (optional) make sure what its options name beyond the dataset (pretrained
+  weights) is on this machine, fetching it only when the run says --download: before any trial
+  starts, and again at the start of every trial (a cluster node fetches its own copy);
+* `initialise(net, inputs)`  (optional) a new trial's freshly built network before it trains (e.g.
+  pretrained weights loaded into it; a resumed trial takes its checkpoint's weights instead);
 * `plan(inputs)`  (optional) its training plan; by default one stage of `epochs`;
 * `make_loss(inputs, n_exits)`  its loss for the stage, called as loss(outputs, y_fine, y_coarse, epoch);
 * `evaluate(calib, inputs)`  the trial's signal from the calibration split's cached outputs,
@@ -23,7 +32,8 @@ hook gets one `TrialInputs` (config as the current stage reads it, seed, DataInf
   `predictor(point, checkpoint, device)`  the predictor of a stored point (by default the
   early-exit cascade at those thresholds, or the network without early exits for a point whose
   `plain` column is set; trainables/predictor.py);
-* `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts.
+* `check(data)`  (optional) refuse a dataset the family cannot use, before any trial starts; a
+  multi-label dataset is refused unless the family says it takes multi-hot targets (`multi_label`).
 
 `data` (DataInfo) is what the family may know of the dataset: shapes, class names, the
 two-level hierarchy and, where the dataset has one, a deeper class tree.
@@ -40,13 +50,15 @@ import numpy as np
 from trainables.contract import Declaration, Outcome
 from trainables.data_info import DataInfo
 from trainables.exits import ExitCache
+from trainables.engine.augment import Augment
 from trainables.engine.plan import Plan, Stage, one_stage
 
 __all__ = ["DataInfo", "Evaluation", "Family", "TrialInputs", "UnsuitableData", "pick", "point_rows"]
 
 
 class UnsuitableData(ValueError):
-    """The dataset cannot serve this family with these options (e.g. no deeper class tree)."""
+    """The dataset, or a file the run's options name, cannot serve this family with these options
+    (e.g. no deeper class tree, multi-label targets, missing pretrained weights): exit 2."""
 
 
 class TrialInputs(NamedTuple):
@@ -74,6 +86,8 @@ class Family(ABC):
     levels: tuple[str, ...] = ("fine",)
     #: measure every exit's latency on the trial's device (costs "latency_ms", "latency_ms_batched")
     latency: bool = False
+    #: its losses and metrics take multi-label (multi-hot) targets; else a multi-label dataset is refused
+    multi_label: bool = False
 
     def __init__(self, declaration: Declaration, calibration: Mapping[str, Any],
                  reference_configs: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -91,6 +105,31 @@ class Family(ABC):
 
     def check(self, data: DataInfo) -> None:
         """Raise UnsuitableData (what is wrong, what to do) when this family cannot use the data."""
+
+    def check_data(self, data: DataInfo) -> None:
+        """What the engine calls before any trial starts: multi-label targets only for a family that
+        takes them, then the family's own `check`."""
+        if data.multi_label and not self.multi_label:
+            raise UnsuitableData(f"the dataset is multi-label (several classes per image), but {type(self).__name__} "
+                                 "answers one class per image: use a single-label dataset, or a space whose family "
+                                 "takes multi-label targets")
+        self.check(data)
+
+    def fetch(self, download: bool) -> None:
+        """Make sure what the run's options name beyond the dataset (e.g. pretrained weights) is on this
+        machine, fetching it only when `download`; else raise UnsuitableData naming what is missing and
+        what to do. Nothing by default."""
+
+    def initialise(self, net: Any, inputs: TrialInputs) -> None:
+        """A new trial's network, built, before it trains (not a resumed one): as built by default."""
+
+    def input_size(self, config: Mapping[str, Any], data: DataInfo) -> int:
+        """The side in pixels of the images the network sees: by default the dataset's own."""
+        return int(data.image_size)
+
+    def augmentation(self, inputs: TrialInputs) -> Augment:
+        """How the trial's training batches are augmented on the device: by default pad-crop and flip."""
+        return Augment()
 
     def plan(self, inputs: TrialInputs) -> Plan:
         """The trial's training plan; by default one stage of the config's `epochs`."""

@@ -14,7 +14,10 @@ statistics; its optimiser and schedule; its stop rule), each epoch:
    the same measure every epoch and at the end (so a scheduler compares like with like);
 3. checkpoints and reports the signal to the outer search.
 
-After the last epoch it caches the test split too, hands both caches to the family's
+Every cache also carries the seconds of training spent so far (`extras["train_seconds"]`, summed
+over the epochs' training passes, resumed ones included), so a family may judge a network by what
+it cost to train, and a recalibration reads the same figure. After the last epoch it caches the
+test split too, hands both caches to the family's
 `finish` (points chosen on calibration, scored on test), and writes the trial directory:
 `status.json`, `curves.json`, `points.json`, `calibration_front.npz` (the whole calibration front,
 from which the stored hypervolume can be recomputed), `exit_cache_{calibration,test}.npz` and
@@ -243,6 +246,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
 
     ds = load_data(ctx.data, ctx.data_root, size=ctx.data_size, download=ctx.download, seed=ctx.data_seed)
     data = DataInfo.of(ds)
+    family.fetch(ctx.download)  # what the options name beyond the dataset (e.g. pretrained weights), on this node
     searched = {"epochs": ctx.epochs, **config}  # the config as the family reads it (epochs from the budget if unset)
     inputs = TrialInputs(searched, seed, data)
     plan = family.plan(inputs)
@@ -251,7 +255,8 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     net = family.build_model(config, data).to(device)
     if use_cuda:
         net = net.to(memory_format=torch.channels_last)
-    stage_f, head_f = segment_flops(net, data.channels, data.image_size)
+    size = family.input_size(searched, data)  # the side the network sees: batches are resized to it
+    stage_f, head_f = segment_flops(net, data.channels, size)
     costs: dict[str, np.ndarray] = {"flops": np.cumsum(stage_f + head_f)}
     references = {"flops": float(ctx.references.get("flops") or costs["flops"][-1])}
     plain = {"flops": plain_cost(stage_f, head_f)}
@@ -273,8 +278,10 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         set_latency(prof)
 
     loader_kw = dict(coarse_of=np.asarray(data.coarse_of), device=device, mean=data.mean, std=data.std,
-                     channels_last=use_cuda)
-    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, shard=(rank, world), **loader_kw)
+                     channels_last=use_cuda, size=size)
+    augment = family.augmentation(inputs)
+    train_loader = DeviceLoader(ds.train, batch_size=batch_size, train=True, seed=seed, shard=(rank, world),
+                                augment=augment, **loader_kw)
     calib_loader = DeviceLoader(ds.calib, batch_size=1024, train=False, **loader_kw)
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the training split ({len(ds.train)} images)")
@@ -287,7 +294,9 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
     curves: list[dict[str, Any]] = []
     start_stage, start_epoch, state = 0, 0, None
     ckpt = ctx.reporter.get_checkpoint()
-    if ckpt is not None:
+    if ckpt is None:
+        family.initialise(net, inputs)  # e.g. pretrained weights (a resumed trial has its checkpoint's)
+    else:
         state = load_torch(Path(ckpt) / "state.pt", map_location=device)
         net.load_state_dict(state["model"])
         curves = list(state["curves"])
@@ -300,17 +309,22 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         # the last epoch's checkpoint: the trial finished (its outcome is written before that checkpoint), and the run
         # stopped before the search heard of it. A resume or retry that finds it ends it as it was: complete
         return _already_complete(trial_dir, planned) if main else {}
+    trained = [float(sum(c.get("epoch_seconds", 0.0) for c in curves))]  # training seconds so far, resumes included
 
     def cache(loader: DeviceLoader, loss_fn, epoch: float = 0.0) -> tuple[ExitCache, float | None]:
         logits, loss = exit_outputs(net, loader, precision.autocast, loss_fn, epoch)
-        labels = {"fine": loader.fine.cpu().numpy().astype(np.int64), "coarse": loader.coarse.cpu().numpy().astype(np.int64)}
+        # class indices as int64; multi-hot targets (a multi-label dataset) as uint8 (N, n_classes)
+        labels = {k: t.cpu().numpy() if t.ndim == 2 else t.cpu().numpy().astype(np.int64)
+                  for k, t in (("fine", loader.fine), ("coarse", loader.coarse))}
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
+        extras = {**family.cache_extras(net, data), "train_seconds": np.asarray([trained[0]], dtype=np.float64)}
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
-                         costs, references, plain, family.cache_extras(net, data)), loss
+                         costs, references, plain, extras), loss
 
     status: dict[str, Any] = {
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": planned, "epochs_done": resumed_at,
         "seed": seed, "config": config, "plan": plan.describe(), "precision": precision.name,
+        "input_size": size, "augment": augment.describe(), "data_resident": train_loader.resident,
         "provenance": {"device": _device_name(device), "hostname": socket.gethostname(), "torch": torch.__version__,
                        "pid": os.getpid(), "workers": world,
                        "code": str(Path(__file__).resolve().parents[2]),  # where this trial's code was imported from
@@ -359,6 +373,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
                 raise TrialDiverged(f"training loss became {mean_loss} in epoch {position}/{planned}"
                                     + (f" (stage {stage.name})" if len(plan.stages) > 1 else ""))
             seconds = time.perf_counter() - t0
+            trained[0] += seconds
             lr = float(opt.param_groups[0]["lr"])
             last_of_stage = e == stage.epochs - 1
             stop = False

@@ -47,20 +47,29 @@ class PeakMemory:
 
 
 def dataset_bytes(ds: Any) -> int:
-    """What a trial keeps on its device: every split's uint8 images and its int64 fine and
-    coarse labels (DeviceLoader)."""
+    """What a trial keeps on its device: every split's uint8 images and its fine and coarse labels
+    (DeviceLoader: int64 classes, or uint8 multi-hot vectors for a multi-label dataset)."""
     total = 0
     for split in (ds.train, ds.calib, ds.test):
-        total += split.images.nelement() * split.images.element_size() + 2 * 8 * len(split.fine)
+        labels = split.fine.nelement() * split.fine.element_size()
+        total += split.images.nelement() * split.images.element_size() + (2 * labels if split.multi_label else 2 * 8 * len(split))
     return int(total)
 
 
-def _batch(data: DataInfo, batch_size: int, device: torch.device, channels_last: bool, gen: torch.Generator):
-    x = torch.randn(batch_size, data.channels, data.image_size, data.image_size, generator=gen).to(device)
+def _batch(data: DataInfo, batch_size: int, device: torch.device, channels_last: bool, gen: torch.Generator,
+           size: int | None = None):
+    size = size or data.image_size  # the network's input side (Family.input_size)
+    x = torch.randn(batch_size, data.channels, size, size, generator=gen).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    coarse_of = torch.as_tensor(np.asarray(data.coarse_of), dtype=torch.int64)
+    if data.multi_label:  # multi-hot targets, as a multi-label dataset's batches hold
+        from trainables.data import multi_hot_coarse
+
+        yf = (torch.rand(batch_size, data.n_fine, generator=gen) < 0.3).to(torch.uint8)
+        return x, yf.to(device), multi_hot_coarse(yf, coarse_of, data.n_coarse).to(device)
     yf = torch.randint(0, data.n_fine, (batch_size,), generator=gen)
-    yc = torch.as_tensor(np.asarray(data.coarse_of), dtype=torch.int64)[yf]
+    yc = coarse_of[yf]
     return x, yf.to(device), yc.to(device)
 
 
@@ -85,7 +94,7 @@ def _cpu_estimate(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_
     params = list(model.parameters())
     opt = make_optimizer(_config(cfg, batch_size), params)
     loss_fn = family.make_loss(TrialInputs(cfg, 0, data), model.n_exits)
-    x, yf, yc = _batch(data, batch_size, device, False, torch.Generator().manual_seed(0))
+    x, yf, yc = _batch(data, batch_size, device, False, torch.Generator().manual_seed(0), family.input_size(cfg, data))
     counted = {t.untyped_storage().data_ptr() for t in (*params, x)}  # parameters and the input count as such
     saved: list[torch.Tensor] = []
 
@@ -123,12 +132,12 @@ def _cuda_peak(family: Family, cfg: Mapping[str, Any], data: DataInfo, batch_siz
     gen = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(2):  # the second step with the first one's gradients and optimiser state alive
-        x, yf, yc = _batch(data, batch_size, device, True, gen)
+        x, yf, yc = _batch(data, batch_size, device, True, gen, family.input_size(cfg, data))
         train_step(model, opt, x, yf, yc, loss_fn, precision, 0.0)  # the engine's own step
         del x
     model.eval()
     with torch.no_grad():
-        x, _, _ = _batch(data, EVAL_BATCH, device, True, gen)
+        x, _, _ = _batch(data, EVAL_BATCH, device, True, gen, family.input_size(cfg, data))
         with precision.autocast():
             model(x)
     torch.cuda.synchronize(device)

@@ -1,10 +1,11 @@
 """Optimisers and learning-rate schedules from a searched config (shared by every family).
 
-`optimizer`: sgd (Nesterov, momentum 0.9), adam, adamw; `lr`, `weight_decay`. `lr_schedule`,
+`optimizer`: sgd (Nesterov, momentum 0.9), adam, adamw, adadelta; `lr`, `weight_decay`. `lr_schedule`,
 stepped per batch over the whole run: cosine, cosine_restarts (`lr_cycles`), multistep (x0.1 at
 50% and 75%), onecycle (peak `lr`), cyclic (triangular between lr/10 and `lr`, `lr_cycles`
-cycles); or once an epoch on the calibration loss: plateau (x0.1 after 2 epochs without
-improvement, as in the transfer-learning recipe of ../shared/RESEARCH.md).
+cycles); or once an epoch on the calibration loss: plateau (x`plateau_factor`, default 0.1, after
+`plateau_patience`, default 2, epochs without improvement, as in the transfer-learning recipe of
+../shared/RESEARCH.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def make_optimizer(config: Mapping[str, Any], params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam, adamw")
+    if name == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adam, adamw, adadelta")
 
 
 def make_scheduler(config: Mapping[str, Any], opt: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
@@ -58,5 +61,6 @@ def make_scheduler(config: Mapping[str, Any], opt: torch.optim.Optimizer, epochs
         return sched.CyclicLR(opt, base_lr=lr / 10, max_lr=lr, step_size_up=max(1, total // (2 * cycles)),
                               cycle_momentum=config.get("optimizer", "sgd") == "sgd")
     if name == "plateau":
-        return sched.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=2)
+        return sched.ReduceLROnPlateau(opt, mode="min", factor=float(config.get("plateau_factor", 0.1)),
+                                       patience=int(config.get("plateau_patience", 2)))
     raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(SCHEDULES)}")

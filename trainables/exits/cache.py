@@ -45,7 +45,7 @@ class ExitCache:
 
     levels: tuple[str, ...]  # answer levels in the order the policy tries them, e.g. ("fine", "coarse")
     logits: dict[str, np.ndarray]  # level -> (K, N, n_classes_of_level), float16/32
-    labels: dict[str, np.ndarray]  # level -> (N,) int64
+    labels: dict[str, np.ndarray]  # level -> (N,) int64, or (N, n_classes) uint8 multi-hot for multi-label targets
     costs: dict[str, np.ndarray]  # cost name -> (K,) cumulative cost per image of answering at each exit
     references: dict[str, float] = field(default_factory=dict)  # cost name -> normaliser (largest network's)
     plain: dict[str, float] = field(default_factory=dict)  # cost name -> the same network without early exits
@@ -92,7 +92,11 @@ class ExitCache:
         for level in self.levels:
             logits = torch.from_numpy(np.asarray(self.logits[level], dtype=np.float64))
             ent.append(normalised_entropy(logits).numpy())
-            cor.append(np.asarray(self.logits[level]).argmax(-1) == np.asarray(self.labels[level])[None])
+            top1, labels = np.asarray(self.logits[level]).argmax(-1), np.asarray(self.labels[level])
+            if labels.ndim == 2:  # multi-hot: the top-1 class is one the image holds
+                cor.append(np.take_along_axis(labels[None], top1[..., None], axis=-1)[..., 0] > 0)
+            else:
+                cor.append(top1 == labels[None])
         return ExitStats(self.levels, np.stack(ent), np.stack(cor),
                          {k: np.asarray(v, dtype=np.float64) for k, v in self.costs.items()}, dict(self.references),
                          dict(self.plain))
