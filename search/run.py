@@ -314,10 +314,10 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
             if spec.resume:
                 _pull_run(spec)
         check_resume(spec.run_dir, spec.resume, Path(spec.storage))
-        if spec.resume:
+        if spec.resume:  # first whether this code can continue the run at all, then whether its state can
+            check_conventions(spec.run_dir, space.declaration(budget, space.resolve_options(spec.options)))
             check_resumable(spec.run_dir)
             check_continuable(spec)
-            check_conventions(spec.run_dir, space.declaration(budget, space.resolve_options(spec.options)))
         check_address(spec.address)
     except ValueError as exc:  # BadInput too
         return _fail(console, str(exc))
