@@ -102,6 +102,12 @@ class _Family:
     def check(self, data: Any) -> None:
         return None
 
+    def check_data(self, data: Any) -> None:  # a simulated trial takes any dataset
+        return None
+
+    def fetch(self, download: bool) -> None:  # nothing beyond the dataset
+        return None
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
