@@ -121,7 +121,9 @@ def test_quick_start_end_to_end(tmp_path):
     rows = pq.read_table(run / "results.parquet").to_pylist()
     assert {r["status"] for r in rows} == {"complete"} and len({r["trial_id"] for r in rows}) == 4
     front = [r for r in rows if r["on_front"] and r["split"] == "test"]
-    assert front and not any(r["reference"] for r in front) and {r["policy"] for r in front} == {"calibrated"}
+    # calibrated points, and (issue 16) the network without early exits where nothing cheaper is as good
+    assert front and not any(r["reference"] for r in front) and {r["policy"] for r in front} <= {"calibrated", "plain"}
+    assert "calibrated" in {r["policy"] for r in front}
     assert all(r["git_rev"] and r["device"] and r["versions_json"] for r in rows)
     html = (run / "report.html").read_text()
     assert "data:image/png;base64" in html and html.count("<svg") >= 2
