@@ -34,14 +34,18 @@ def test_a_cluster_that_vanishes_ends_the_run_with_a_message(tmp_path):
     address = f"127.0.0.1:{port}"
     head = subprocess.Popen([ray_cli(), "start", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir",
                              str(temp), "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--block"],
-                            stdout=(temp / "head.log").open("w"), stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+                            stdout=(temp / "head.log").open("w"), stderr=subprocess.STDOUT,
+                            env={**_env(), "PYTHONPATH": str(ROOT)}, start_new_session=True)  # its workers import tests.fault_spaces
     storage = tmp_path / "runs"
     try:
         _wait(lambda: _alive_nodes(address) == 1, 90, "the head node")
-        driver = subprocess.Popen([sys.executable, "-m", "search.run", "--space", "gran_hbn", "--data", "synthetic",
+        # long_gran (tests/fault_spaces.py): 5-10 epochs a trial, so the cluster goes while a trial still trains (a
+        # gran_hbn trial's last epoch could end between the poll and the kill: CI once saw the trial complete)
+        driver = subprocess.Popen([sys.executable, "-m", "search.run", "--space", "long_gran", "--data", "synthetic",
                                    "--data-size", "smoke", "--trials", "3", "--address", address, "--storage", str(storage),
                                    "--name", "gone", "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env={**_env(), "EXITSEARCH_CLUSTER_GONE_S": "15"})
+                                  stderr=subprocess.STDOUT, text=True,
+                                  env={**_env(), "PYTHONPATH": str(ROOT), "EXITSEARCH_CLUSTER_GONE_S": "15"})
         run = storage / "gone"
 
         def training() -> bool:
@@ -64,7 +68,7 @@ def test_a_cluster_that_vanishes_ends_the_run_with_a_message(tmp_path):
     assert driver.returncode == 1, out[-3000:]
     assert f"joined the Ray cluster at 127.0.0.1:{port}" in text or f":{port} (--address {address})" in text
     assert f"(--address {address}) went away: its GCS has not answered for" in text, out[-3000:]
-    assert f"resume with python -m search.run --space gran_hbn --storage {storage} --name gone --resume" in text
+    assert f"resume with python -m search.run --space long_gran --storage {storage} --name gone --resume" in text
     assert took < 55, f"ended after {took:.0f} s: Ray's own 60 s would have ended it with a bare exit 1"
     from search.study import trial_states
 
