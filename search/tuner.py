@@ -401,7 +401,10 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
         # hold no state that matters (trial numbers come from the study journal). A trial that failed stays
         # failed (the journal has told Optuna so): only unfinished trials continue
-        tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
+        from search.moasha import restoring_into
+
+        with restoring_into(spec.run_dir):  # a bucket run resumed elsewhere: the scheduler's rungs are in this copy
+            tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,

@@ -41,6 +41,10 @@ __all__ = ["RemoteRun", "RunMirror", "StorageError", "TrialSync", "check_run_nam
 SCHEMES = ("s3", "gs", "gcs")
 #: files the driver owns at the top of a run (pushed after it writes them)
 TABLES = ("results.parquet", "curves.parquet", "study.journal")
+#: the driver's own state below the top: the scheduler's rungs (search/moasha.py `STATE_FILE`),
+#: pushed with the tables and pulled on a resume, so that a run resumed on another machine goes on
+#: with its rungs (Tune keeps only top-level files of the run directory in the bucket itself)
+DRIVER_STATE = ("scheduler/rungs.json",)
 #: a remote modification time within this many seconds of a download may hide a later write in the
 #: same second (S3 keeps whole seconds): such a file is fetched once more on the next pull
 _FRESH = 2.0
@@ -277,7 +281,7 @@ class RunMirror:
 
     def pull_run(self) -> None:
         """The run's files as the bucket has them (Tune's state and checkpoints stay there)."""
-        for rel in ("spec.json", "report.html", *TABLES):  # the driver's own files: its newer copies stay
+        for rel in ("spec.json", "report.html", *TABLES, *DRIVER_STATE):  # the driver's own files: its newer copies stay
             self.remote.pull(rel, self.local / rel, keep_newer=True)
         self.remote.pull_tree("figures", self.local / "figures")
         self.pull_trials()
@@ -294,7 +298,7 @@ class RunMirror:
                 self.remote.push(path, rel)
 
     def push_tables(self) -> None:
-        self.push(*TABLES)
+        self.push(*TABLES, *DRIVER_STATE)
 
     def push_trial_status(self, trial_ids) -> None:
         """Statuses the driver changed itself (a trial settled as interrupted or stopped)."""

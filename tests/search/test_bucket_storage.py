@@ -74,6 +74,25 @@ def test_a_resume_keeps_the_drivers_own_files_when_they_are_newer_than_the_bucke
     assert (there.local / "study.journal").read_text() == "one\n"
 
 
+def test_the_schedulers_rungs_go_up_with_the_tables_and_come_down_on_a_resume(s3, tmp_path):
+    from search.moasha import STATE_FILE
+    from trainables.storage import DRIVER_STATE, RunMirror
+
+    assert STATE_FILE in DRIVER_STATE
+    remote = RemoteRun(s3.bucket(), "r1")
+    here = RunMirror(remote, tmp_path / "here")
+    _write(here.local / STATE_FILE, '{"rungs": 1}')
+    here.push_tables()
+    assert remote.read_text(STATE_FILE) == '{"rungs": 1}'
+    there = RunMirror(remote, tmp_path / "there")  # another machine resumes the run
+    there.pull_run()
+    assert (there.local / STATE_FILE).read_text() == '{"rungs": 1}'
+    time.sleep(1.1)
+    _write(here.local / STATE_FILE, '{"rungs": 2}')  # written after the last push, then killed
+    here.pull_run()
+    assert (here.local / STATE_FILE).read_text() == '{"rungs": 2}'  # the newer copy stays
+
+
 def test_a_trial_pushes_only_its_changed_files_and_not_what_it_pulled(s3, tmp_path):
     remote = RemoteRun(s3.bucket(), "r1")
     first = TrialSync(remote, "t1", tmp_path / "node1")

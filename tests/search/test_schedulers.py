@@ -92,6 +92,33 @@ def test_moasha_stops_dominated_trials_at_rungs_and_keeps_its_rungs_across_a_res
     assert json.loads(path.read_text())["stopped"] == {"a": 1, "b": 1, "e": 1}
 
 
+def test_moasha_restored_on_another_machine_reads_the_rungs_of_this_machines_copy(tmp_path):
+    """A bucket run resumed elsewhere: the pickled scheduler names the first machine's copy; restored
+    inside `restoring_into`, it reads (and then keeps) the rungs in this machine's copy."""
+    import pickle
+    import shutil
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.moasha import STATE_FILE, restoring_into
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    sched = schedulers.make_scheduler("moasha", {"error": "min", "severity": "min"}, 8, state_dir=first)
+    pickled = pickle.dumps(sched)
+    assert sched.decide("z", 1, [0.5, 0.5]) == TrialScheduler.CONTINUE
+    assert sched.decide("b", 1, [0.6, 0.6]) == TrialScheduler.STOP
+    (second / STATE_FILE).parent.mkdir(parents=True)
+    shutil.copy(first / STATE_FILE, second / STATE_FILE)  # what the driver pulled from the bucket
+    shutil.rmtree(first)  # not on this machine
+    with restoring_into(second):
+        restored = pickle.loads(pickled)
+    assert restored.state_path == str(second / STATE_FILE)
+    assert restored.rungs == sched.rungs and restored.stopped == {"b": 1}
+    assert restored.decide("c", 1, [0.7, 0.7]) == TrialScheduler.STOP
+    assert json.loads((second / STATE_FILE).read_text())["stopped"] == {"b": 1, "c": 1} and not first.exists()
+    assert pickle.loads(pickled).state_path == str(first / STATE_FILE)  # outside a restore: as pickled
+
+
 def test_moasha_maximised_objectives_and_a_resume_with_another_rule(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
