@@ -143,7 +143,8 @@ DECLARATION = Declaration(
         Column("hypervolume", direction="max",
                description="hypervolume of the trial's calibration front (its search signal); trials/<id>/calibration_front.npz"),
         Column("head_type", "str", description="flat, lowrank, or hier/<child head>"),
-        Column("tree", "str", description="the superclasses routed on: superclass (the dataset's) or induced"),
+        Column("tree", "str", description="the superclasses routed on: superclass (the dataset's), induced, "
+               "or none (a flat head routes on no tree)"),
         Column("induced_groups", "str", description="an induced tree's groups of class names (JSON), empty otherwise"),
         Column("superclass_accuracy", unit="fraction", description="the superclass head's top-1 accuracy on calibration "
                                                                     "(a flat head: the superclass its probabilities imply)"),
@@ -374,7 +375,7 @@ class HierarchyHeads(Family):
             names_of = inputs.data.fine_names
             groups = json.dumps([[names_of[c] for c in np.flatnonzero(extra["grouping"] == g)] for g in range(n_groups)])
         trial = {"hypervolume": evaluation.signal["hypervolume"], "head_type": head_type,
-                 "tree": "induced" if self.induced(config) else "superclass", "induced_groups": groups,
+                 "tree": ("induced" if self.induced(config) else "superclass") if hier else "none", "induced_groups": groups,
                  "superclass_accuracy": extra["superclass_accuracy"], "flat_head_macs": extra["flat_head_macs"],
                  "backbone_flops": extra["backbone_flops"], "settings_evaluated": int(len(m_cal["accuracy"]))}
         return Outcome(points, trial, pts[keep])

@@ -219,3 +219,15 @@ def test_induced_tree_trains_a_probe_groups_its_classes_and_resumes_on_that_grou
     run_trial(_induced_family(), dict(INDUCED_CFG), ctx)
     b = load_torch(d / "model.pt")["state_dict"]
     assert sd.keys() == b.keys() and all(torch.equal(sd[k], b[k]) for k in sd)  # bit for bit the straight run
+
+
+def test_a_flat_head_in_an_induced_run_routes_on_no_tree(tmp_path):
+    import json
+
+    from trainables.engine.loop import LocalReporter, TrialContext, run_trial
+
+    cfg = {**INDUCED_CFG, "head": "flat", "training": "joint", "epochs": 1}
+    run_trial(_induced_family(), cfg, TrialContext(trial_dir=str(tmp_path), reporter=LocalReporter(tmp_path),
+                                                   data="synthetic", data_size="tiny", cpu_threads=1))
+    trial = json.loads((tmp_path / "points.json").read_text())["trial"]
+    assert trial["head_type"] == "flat" and trial["tree"] == "none" and trial["induced_groups"] == ""
