@@ -8,6 +8,9 @@ cost): the outer search is multi-objective over that point.
 `faulty`: gran_hbn plus a derived `fault` that makes a trial raise, diverge (a NaN loss), or
 train normally, to check that one failed trial never sinks a search.
 `kill_worker`: two epochs; a data-parallel trial's second worker is killed once, mid-trial.
+`paced_gran`: four to eight epochs a trial, each at least PACE_S seconds longer (a sleep at its
+first step), so that a fault a test sends while a trial trains lands mid-trial however fast the
+machine (a smoke epoch takes well under a second).
 """
 
 from __future__ import annotations
@@ -111,6 +114,33 @@ def tiny_asha():
 def long_gran():
     """Five to ten epochs a trial on the smoke data: a stop in the middle of a trial has time to land."""
     return _space("long_gran", budget=Budget("smoke", epochs=10, data_size="smoke", trials=2, calibration=TINY_CAL))
+
+
+PACE_S = 1.5
+
+
+class PacedGran(GranHBN):
+    """gran_hbn whose every epoch sleeps PACE_S seconds at its first step."""
+
+    def make_loss(self, inputs, n_exits: int):
+        import time
+
+        loss = super().make_loss(inputs, n_exits)
+        paced: set[int] = set()
+
+        def pacing(outs, yf, yc, epoch):
+            if int(epoch) not in paced:
+                paced.add(int(epoch))
+                time.sleep(PACE_S)
+            return loss(outs, yf, yc, epoch)
+
+        return pacing
+
+
+@register_space
+def paced_gran():
+    """Four to eight epochs a trial, each PACE_S seconds longer: faults land mid-trial."""
+    return _space("paced_gran", PacedGran, budget=Budget("smoke", epochs=8, data_size="smoke", trials=4, calibration=TINY_CAL))
 
 
 @register_space

@@ -34,7 +34,11 @@ from tests.ray_cli import ray_cli
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
-TRIALS = 4  # one per node at first, and at least one left unfinished after the Ctrl-C
+TRIALS = 4  # one per node at first, then one at a time on the head
+# paced_gran (tests/fault_spaces.py): 4-8 epochs a trial, each 1.5 s longer than it takes, so that every
+# fault lands mid-trial: with gran_hbn's 2-4 smoke epochs of well under a second, CI saw every other trial
+# finish before the Ctrl-C, another time the last one; and a trial "running" at the node's death had
+# ended, its successor killed before its first checkpoint
 RAY = ray_cli()
 
 
@@ -47,7 +51,8 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     # Ray 2.60 turns token authentication on for a cluster started with `ray start`: every
     # process that joins it must use the token too (~/.ray/auth_token, made by the head)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": str(ROOT)}  # the nodes' workers import tests.fault_spaces (EXITSEARCH_SPACES)
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -118,7 +123,7 @@ def _statuses(run: Path) -> dict[str, dict]:
 
 
 def _search(address: str, storage: Path, log: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "search.run", "--space", "gran_hbn", "--data", "synthetic", "--data-size", "smoke",
+    cmd = [sys.executable, "-m", "search.run", "--space", "paced_gran", "--data", "synthetic", "--data-size", "smoke",
            "--budget", "smoke", "--trials", str(TRIALS), "--address", address, "--storage", str(storage),
            "--name", "faults", "--cpus-per-trial", "1", "--retries", "3", "--no-report", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT, env=_env(),
@@ -179,14 +184,14 @@ def test_worker_death_sigint_and_kill_9_end_with_every_trial_once(cluster, tmp_p
     _wait(restarted_from_checkpoint, 400, "the dead node's trial to restart from its checkpoint")
     _tally(run, "after the worker node died and its trial restarted on the head")
 
-    # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs and another is still to
-    #    start (so that the resume has work to do whatever the timing)
-    def done() -> int:
-        return sum(1 for s in _statuses(run).values() if s.get("status") == "complete")
+    # 2. Ctrl-C (SIGINT to the driver's process group) while a trial runs with two epochs or more
+    #    still to train, so that the stop lands mid-trial and the resume has work to do
+    def mid_trial() -> bool:
+        return any(s.get("status") == "running" and int(s.get("epochs_done") or 0) >= 1
+                   and int(s.get("epochs_planned") or 0) - int(s.get("epochs_done") or 0) >= 2
+                   for s in _statuses(run).values())
 
-    # (Tune may have started every trial by then; what matters is one left unfinished besides the running one)
-    _wait(lambda: running_with_checkpoint(1)() and done() <= TRIALS - 2, 240,
-          "a running trial with another trial still unfinished")
+    _wait(mid_trial, 240, "a running trial with two epochs or more still to train")
     running = {t for t, s in _statuses(run).items() if s.get("status") == "running"}
     _kill_group(driver, signal.SIGINT)
     assert driver.wait(120) == 130, log.read_text()[-3000:]
