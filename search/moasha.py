@@ -30,9 +30,8 @@ file sits in a folder because a restored Tune copies the run directory's top-lev
 would be put back as it was when the search resumed. A
 trial the scheduler stopped stays stopped: should Tune restart it on a resume (a stop decided just
 before the kill), its first result is answered STOP. The pickled scheduler names the run directory
-of the machine that started the run; a bucket run resumed on another machine has its copy elsewhere,
-so the driver restores Tune inside `restoring_into(run_dir)` and the rungs are read from (and kept
-in) this machine's copy, which the driver pulled from the bucket first (trainables/storage.py).
+of the machine that started the run; restored on another machine (a bucket run), it reads and keeps
+its rungs in this machine's copy, which the driver pulled from the bucket first (search/relocate.py).
 """
 
 from __future__ import annotations
@@ -40,30 +39,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from search.relocate import relocated
 from search.rungs import RULES, as_minimisation, goes_on
 
-__all__ = ["MOASHA", "STATE_FILE", "milestones", "restoring_into"]
+__all__ = ["MOASHA", "STATE_FILE", "milestones"]
 
 STATE_FILE = "scheduler/rungs.json"  # in a folder: see the module docstring
 _log = logging.getLogger(__name__)
-_restoring_into: list[str] = []  # the run directory of a restore in progress (restoring_into)
-
-
-@contextmanager
-def restoring_into(run_dir: str | Path) -> Iterator[None]:
-    """While Tune unpickles a resumed run's scheduler: its rungs live in `run_dir`, this machine's copy."""
-    _restoring_into.append(str(run_dir))
-    try:
-        yield
-    finally:
-        _restoring_into.pop()
 
 
 def milestones(max_t: int, grace_period: int = 1, reduction_factor: float = 2.0) -> list[int]:
@@ -100,8 +88,8 @@ class MOASHA(FIFOScheduler):
     def __setstate__(self, d: dict[str, Any]) -> None:
         # Tune restores the scheduler it pickled when the run started: the rungs since then are in the file
         self.__dict__.update(d)
-        if self.state_path and _restoring_into:
-            self.state_path = str(Path(_restoring_into[-1]) / STATE_FILE)
+        if self.state_path:
+            self.state_path = relocated(self.state_path, STATE_FILE)
         self._load(restoring=True)
 
     def _load(self, restoring: bool) -> None:

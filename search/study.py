@@ -15,6 +15,8 @@ from typing import Any
 
 from optuna.storages.journal import JournalFileBackend
 
+from search.relocate import relocated
+
 __all__ = ["StudyUnreadable", "check_readable", "journal_path", "open_storage", "trial_numbers", "trial_states",
            "WholeLinesBackend"]
 
@@ -23,8 +25,11 @@ class StudyUnreadable(ValueError):
     """study.journal exists but cannot be read."""
 
 
+JOURNAL = "study.journal"
+
+
 def journal_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "study.journal"
+    return Path(run_dir) / JOURNAL
 
 
 #: who gives room when an append fails: (journal path, error) -> True when it did (search/disk.py's
@@ -36,6 +41,13 @@ class WholeLinesBackend(JournalFileBackend):
     """Optuna's journal file, whose append never leaves a cut-off line: a failed append (a full
     disk) is truncated back to the last whole line, and tried once more when room was given
     (`ON_FAILED_APPEND`). Module-level: Tune pickles the searcher."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tune pickles the searcher with its storage: on a resume elsewhere, this machine's copy of the journal
+        self.__dict__.update(state)
+        path = relocated(self._file_path, JOURNAL)
+        if path != self._file_path:
+            JournalFileBackend.__init__(self, path)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         for attempt in (1, 2):

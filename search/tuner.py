@@ -31,6 +31,7 @@ from search.cluster_watch import watch_cluster
 from search.disk import DiskEvents, DiskGuard, is_disk_full
 from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import numbered_trial_seed, record_failure, reference_costs, run_document, trial_context
+from search.relocate import restoring_into
 from search.resume import resumed_document
 from search.schedulers import make_scheduler
 from search.signals import StopRequest, activate
@@ -401,9 +402,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
         # hold no state that matters (trial numbers come from the study journal). A trial that failed stays
         # failed (the journal has told Optuna so): only unfinished trials continue
-        from search.moasha import restoring_into
-
-        with restoring_into(spec.run_dir):  # a bucket run resumed elsewhere: the scheduler's rungs are in this copy
+        with restoring_into(run_dir):  # a bucket run resumed elsewhere: its scheduler and searcher read this copy
             tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
@@ -433,7 +432,8 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
     stop.check()
     stop.phase = "tune"
     try:
-        grid = tuner.fit()
+        with restoring_into(run_dir):  # (Tune unpickles the searcher's saved state when the fit starts)
+            grid = tuner.fit()
     except Exception as exc:
         if not is_disk_full(exc):
             raise

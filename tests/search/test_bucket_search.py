@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,7 +138,9 @@ def test_an_interrupted_bucket_run_resumes_on_a_machine_without_a_copy(s3, tmp_p
     done_at_stop = {t: bucket.json(f"trials/{t}/status.json").get("epochs_done", 0) for t in interrupted}
     advanced = [t for t, n in done_at_stop.items() if n >= 2]  # its first epoch's checkpoint is surely registered
     assert advanced, done_at_stop
-    # another machine: nothing of the run but what the bucket holds
+    # another machine: nothing of the run but what the bucket holds (Tune's pickled searcher names the
+    # first machine's copy of the study journal: it must read this machine's)
+    shutil.rmtree(tmp_path / "first")
     r = subprocess.run(_cmd(*args, "--resume"), cwd=ROOT, env=s3.env(tmp_path / "second"), capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -164,3 +167,31 @@ def test_a_multi_worker_trial_keeps_ray_trains_checkpoints_in_the_bucket(s3, tmp
     status = bucket.json(f"trials/{tid}/status.json")
     assert status["provenance"]["workers"] == 2 and status["provenance"]["backend"] == "gloo"
     assert f"trials/{tid}/points.json" in files
+
+
+def test_a_moasha_bucket_run_resumed_on_another_machine_goes_on_with_its_rungs(s3, tmp_path):
+    """The scheduler's rungs (scheduler/rungs.json) go up to the bucket; a resume on a machine with
+    no copy of the run pulls them and the restored scheduler reads them there."""
+    from search.moasha import STATE_FILE
+
+    uri = s3.bucket()
+    args = ("--space", "tiny_asha", "--scheduler", "moasha", "--storage", uri, "--name", "mo", "--no-report")
+    r = subprocess.run(_cmd(*args, "--trials", "3"), cwd=ROOT, env=s3.env(tmp_path / "first"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bucket = Bucket(s3, uri, "mo")
+    first = bucket.json(STATE_FILE)
+    first_ids = {tid for rung in first["rungs"].values() for tid, _ in rung}
+    assert first_ids == {row["trial_id"] for row in bucket.results()}  # every trial reached the first rung
+    shutil.rmtree(tmp_path / "first")  # the first machine's copy (which the pickled scheduler names) is not here
+    r = subprocess.run(_cmd(*args, "--trials", "5", "--resume"), cwd=ROOT, env=s3.env(tmp_path / "second"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming without" not in r.stderr + r.stdout  # the restored scheduler found its rungs
+    after = bucket.json(STATE_FILE)
+    for epoch, rung in first["rungs"].items():
+        assert after["rungs"][epoch][:len(rung)] == rung  # kept, in their order, before the new trials
+    assert {k: v for k, v in after["stopped"].items() if k in first_ids} == first["stopped"]
+    assert len({row["trial_id"] for row in bucket.results()}) == 5
+    copy = next((tmp_path / "second").rglob(STATE_FILE))
+    assert json.loads(copy.read_text()) == after

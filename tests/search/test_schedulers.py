@@ -100,7 +100,8 @@ def test_moasha_restored_on_another_machine_reads_the_rungs_of_this_machines_cop
 
     from ray.tune.schedulers import TrialScheduler
 
-    from search.moasha import STATE_FILE, restoring_into
+    from search.moasha import STATE_FILE
+    from search.relocate import restoring_into
 
     first, second = tmp_path / "first", tmp_path / "second"
     sched = schedulers.make_scheduler("moasha", {"error": "min", "severity": "min"}, 8, state_dir=first)
