@@ -113,6 +113,19 @@ def run_trial(config: dict[str, Any], spec: dict[str, Any], references: dict[str
         raise
 
 
+def _use_this_sessions_callbacks(tuner: Any, callbacks: list[Any]) -> None:
+    """A restored Tuner runs the callbacks pickled when the run started: their results writer writes the
+    tables of the run directory of that session (on a bucket run resumed elsewhere, another machine's
+    copy) and shows its front on that session's display. Tune has no public way to give a restored
+    Tuner callbacks, so this session's are put in its run config (ray/tune/impl/tuner_internal.py);
+    should that ever move, say so rather than write to the wrong place."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", lambda: None)()
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        raise RuntimeError("this Ray version's restored Tuner keeps its run config elsewhere: search/tuner.py "
+                           "_use_this_sessions_callbacks needs updating")
+    run_config.callbacks = list(callbacks)
+
+
 def _searcher(space: Space, spec: RunSpec, decl: Declaration):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -396,14 +409,16 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         tune.with_parameters(run_trial, spec=spec.to_dict(), references=references),
         _trial_resources(spec),
     )
+    callbacks = [display, writer, RunEvents(), DiskEvents()]
     # Tune keeps its state in the run directory, or (a bucket run) in the run's place in the bucket
     tune_storage = spec.storage if is_uri(spec.storage) else str(Path(spec.storage).resolve())
     if spec.resume and tune.Tuner.can_restore(spec.location()):
-        # Tune restores its own pickled callbacks and searcher; RunEvents and the results writer
-        # hold no state that matters (trial numbers come from the study journal). A trial that failed stays
-        # failed (the journal has told Optuna so): only unfinished trials continue
+        # Tune restores its own pickled searcher and scheduler (which read this machine's copy of the run:
+        # search/relocate.py) and callbacks. A trial that failed stays failed (the journal has told Optuna
+        # so): only unfinished trials continue
         with restoring_into(run_dir):  # a bucket run resumed elsewhere: its scheduler and searcher read this copy
             tuner = tune.Tuner.restore(spec.location(), trainable, resume_unfinished=True, resume_errored=False)
+        _use_this_sessions_callbacks(tuner, callbacks)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -419,7 +434,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
                 storage_path=tune_storage,
                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[display, writer, RunEvents(), DiskEvents()],
+                callbacks=callbacks,
                 verbose=0,
             ),
         )

@@ -149,7 +149,7 @@ def test_an_interrupted_bucket_run_resumes_on_a_machine_without_a_copy(s3, tmp_p
     for tid in advanced:
         starts = bucket.json(f"trials/{tid}/status.json")["starts"]
         assert len(starts) == 2 and starts[1]["from_epoch"] >= 1, starts  # from its checkpoint in the bucket
-    assert (tmp_path / "second" / "runs").exists()
+    assert (tmp_path / "second" / "runs").exists() and not (tmp_path / "first").exists()  # nothing went to the old copy
 
 
 def test_a_multi_worker_trial_keeps_ray_trains_checkpoints_in_the_bucket(s3, tmp_path):
@@ -193,5 +193,6 @@ def test_a_moasha_bucket_run_resumed_on_another_machine_goes_on_with_its_rungs(s
         assert after["rungs"][epoch][:len(rung)] == rung  # kept, in their order, before the new trials
     assert {k: v for k, v in after["stopped"].items() if k in first_ids} == first["stopped"]
     assert len({row["trial_id"] for row in bucket.results()}) == 5
+    assert not (tmp_path / "first").exists()  # nothing went to the first machine's copy
     copy = next((tmp_path / "second").rglob(STATE_FILE))
     assert json.loads(copy.read_text()) == after
