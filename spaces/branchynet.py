@@ -249,8 +249,10 @@ class BranchyNet(Family):
         lat = scores.expected(stats.costs["latency_ms"])
         flops = scores.expected(stats.costs["flops"])
         timed = timed_sizes(stats.costs, stats.batch_of)  # a batch's images split (trainables/engine/batch_latency.py)
-        batched = expected_batch_ms(scores.exit_fraction, *timed) if timed is not None \
-            else scores.expected(stats.costs["latency_ms_batched"])
+        if timed is None:
+            raise ValueError("the exit cache states no batch sizes of its latency timings (it was made under version 2 "
+                             "of the latency convention or earlier): re-run the trial")
+        batched = expected_batch_ms(scores.exit_fraction, *timed)
         final = stats.acc_per_exit(0)[-1]
         return {
             "accuracy": scores.accuracy, "accuracy_drop": final - scores.accuracy,
