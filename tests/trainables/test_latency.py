@@ -1,6 +1,7 @@
 """Latency as dynamic inference runs it (issue 16): each exit is timed with the predictor itself
 answering there, in sequence; the network without early exits runs no early head; timings are
-interleaved rounds reported at a robust statistic; and on a small trained network a point's
+interleaved rounds reported at a robust statistic; a batch whose images split costs each segment once on
+the images that reach it; and on a small trained network a point's
 predicted latency, at batch 1 and batched, holds against its predictor timed end to end."""
 
 from __future__ import annotations
