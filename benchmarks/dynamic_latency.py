@@ -2,8 +2,9 @@
 to end on the run's test images, beside the network without early exits.
 
 A point's predicted latency is what its trial measured (trainables/engine/cost.py: the predictor
-timed answering at each exit) weighted by where the timed images leave: at batch 1 the mean over
-the images of the time to each one's exit, batched the same with the per-image time of a batch.
+timed answering at each exit, at batch 1, a sub-batch and a batch) applied to where the timed images
+leave: at batch 1 the mean over the images of the time to each one's exit; batched, for each batch,
+the time of each segment on the images of the batch that reach it (trainables/engine/batch_latency.py).
 This times the real thing: `load_operating_point(run, point_id).predict` and the plain network
 (`DynamicClassifier(..., without_exits=True)`, the trial's `plain` point) at batch 1 on each of
 `--images` test images, and on `--batches` batches of `--batch` test images (samples leave the
@@ -21,8 +22,9 @@ timed on a busy machine predicts from busy timings, and re-measuring it is the r
 
 `--retime` also separates the model from the machine's mood: the trial's own calls (the predictor
 answering at each exit, `trainables.engine.cost.latency_calls`, as the trial timed them) are timed
-again, in the same interleaved rounds as the point's calls, and the prediction made from those
-timings is compared with the point's measured time (`retimed_ratio_batch1`, `retimed_ratio_batched`).
+again, in the same interleaved rounds as the point's calls (one batch size at a time), and the
+prediction made from those timings is compared with the point's measured time
+(`retimed_ratio_batch1`, `retimed_ratio_batched`).
 A trial measured on a busy machine (or a quiet one, timed now on a busy one) moves `ratio_*`, not
 `retimed_ratio_*`, which is off only where predicting a point from its per-exit times is.
 
@@ -49,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["measure_arms", "measure_pair", "retimed_prediction", "spread", "warm_up"]
+__all__ = ["measure_arms", "measure_pair", "predicted_batch_ms", "retimed_prediction", "spread", "warm_up"]
 
 
 def warm_up(fns, seconds: float, min_calls: int = 3) -> None:
@@ -83,37 +85,65 @@ def measure_pair(a, b, inputs: list[Any], rounds: int, timer) -> tuple[np.ndarra
     return measure_arms((a, b), inputs, rounds, timer)
 
 
+def reach_counts(exits: np.ndarray, n_exits: int) -> np.ndarray:
+    """(K,) images of a batch that run each exit's segment: those leaving there or later."""
+    exits = np.asarray(exits)
+    return np.asarray([(exits >= k).sum() for k in range(n_exits)], dtype=np.float64)
+
+
+def predicted_batch_ms(clf, x, status: dict[str, Any]) -> float:
+    """The trial's prediction of the time per image of `clf.predict(x)`: each segment's time (its
+    stored per-exit timings at the sizes it timed) on the images of x that reach it. A trial that
+    stored no sizes (latency version 2): the mean of its images' per-exit batched times."""
+    from trainables.engine.batch_latency import BATCH_COSTS, batch_call_ms, timed_sizes
+
+    pred = clf.predict(x)
+    sizes = (status.get("latency") or {}).get("batch_sizes")
+    if not sizes:
+        return float(np.mean(pred.cost["latency_ms_batched"]))
+    batch_of = dict(zip(BATCH_COSTS, (sizes[0], sizes[len(sizes) // 2], sizes[-1])))  # as the engine stores them
+    timed = timed_sizes(clf.exit_costs, batch_of)
+    K = clf.model.n_exits
+    return float(batch_call_ms(reach_counts(pred.exit, K), *timed)) / len(x)
+
+
 def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds: int, timer) -> dict[str, float]:
     """The point's calls and the trial's own per-exit calls (`latency_calls` on the point's network, at
-    its precision), all timed in the same interleaved rounds (`interleaved_rounds`, lower quartile per
-    call). Returns, at batch 1 and batched, the point's measured time per image (mean over inputs) and
-    the prediction made from the per-exit calls' times (each input: its exits' times weighted by the
-    share of its images leaving there)."""
+    its precision: batch 1, a sub-batch, the batch), all timed in the same interleaved rounds
+    (`interleaved_rounds`, one batch size at a time, lower quartile per call). Returns, at batch 1
+    and batched, the point's measured time per image (mean over inputs) and the prediction made from
+    the per-exit calls' times (each input: each segment's time on its images that reach it,
+    trainables/engine/batch_latency.py; the plain network: its own call)."""
+    from trainables.engine.batch_latency import batch_call_ms
     from trainables.engine.cost import interleaved_rounds, latency_calls, robust_ms
 
     batch = len(batches[0])
     engine = latency_calls(clf.model, data, batches[0], batch_size=batch, autocast=clf.autocast,
                            channels_last=clf.channels_last)
-    K = engine.n_exits
-    calls = list(engine.calls)  # [batch 1, batched] x [exits, plain]
-    inputs = []  # (batched, images in the input, the point's call column, the per-exit columns, weights)
-    for b, xs in ((0, singles), (1, batches)):
-        if b >= len(engine.sizes):
+    K, Z = engine.n_exits, len(engine.sizes)
+    calls = list(engine.calls)  # sizes x [exits, plain]
+    inputs = []  # (size index, images in the input, the point's call column, images reaching each segment)
+    for b, xs in ((0, singles), (Z - 1, batches)):
+        if b == 0 and xs is batches:
             continue  # a batch of one image is batch 1
         for x in xs:
-            exits = np.asarray(clf.predict(x).exit)
-            ks = [K] if clf.without_exits else sorted(set(exits.tolist()))
-            w = [1.0] if clf.without_exits else [float(np.mean(exits == k)) for k in ks]
-            inputs.append((b, len(x), len(calls), [b * (K + 1) + k for k in ks], w))
+            inputs.append((b, len(x), len(calls), reach_counts(clf.predict(x).exit, K)))
             calls.append(functools.partial(clf.predict, x))
-    groups = [[*engine.groups[b], *(c for bb, _, c, _, _ in inputs if bb == b)] for b in range(len(engine.sizes))]
-    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups))  # batch 1 apart from batches
+    groups = [[*engine.groups[b], *(c for bb, _, c, _ in inputs if bb == b)] for b in range(Z)]
+    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups))  # one size at a time
+    sizes = np.asarray(engine.sizes, dtype=np.float64)
+    per_call = ms[: Z * (K + 1)].reshape(Z, K + 1)
+    per_image = per_call[:, :K] / sizes[:, None]
+
+    def predicted(b: int, reach: np.ndarray) -> float:
+        return float(per_call[b, K]) if clf.without_exits else float(batch_call_ms(reach, sizes, per_image))
+
     out = {}
-    for b, name in ((0, "batch1"), (1, "batched")):
-        mine = [(ms[c] / n, float(np.dot(ms[cols], w)) / engine.sizes[b]) for bb, n, c, cols, w in inputs if bb == b]
-        if mine:
-            measured, predicted = np.mean(mine, axis=0)
-            out[f"measured_{name}"], out[f"predicted_{name}"] = float(measured), float(predicted)
+    for b, name in ((0, "batch1"), (Z - 1, "batched")):
+        mine = [(ms[c] / n, predicted(b, reach) / n) for bb, n, c, reach in inputs if bb == b]
+        if mine and (b > 0 or name == "batch1"):
+            measured, pred = np.mean(mine, axis=0)
+            out[f"measured_{name}"], out[f"predicted_{name}"] = float(measured), float(pred)
     return out
 
 
@@ -195,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         mb, rb = measure_pair(clf.predict, plain.predict, batches, args.rounds, timer)
         # what the trial's measurement predicts for these very images: each one's time to its exit
         p1 = float(np.mean([clf.predict(x).cost["latency_ms"].mean() for x in singles]))
-        pb = float(np.mean([clf.predict(x).cost["latency_ms_batched"].mean() for x in batches]))
+        pb = float(np.mean([predicted_batch_ms(clf, x, status) for x in batches]))
         test = clf.point.get("test") or {}
         s1, sb = spread(r1), spread(rb)
         line = {

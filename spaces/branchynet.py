@@ -64,6 +64,7 @@ from trainables.exits import (
 from trainables.exits.modes import budget_thresholds, target_thresholds
 from trainables.exits.risk import risk_calibrate
 from trainables.engine.family import Evaluation, Family, TrialInputs, pick, point_rows
+from trainables.engine.batch_latency import expected_batch_ms, timed_sizes
 from trainables.engine.cost import LATENCY
 from trainables.losses import GranularLoss, config_exit_weights
 from trainables.pareto import hypervolume, non_dominated_mask
@@ -140,7 +141,8 @@ POINT = (
                                                 "(what the risk mode bounds by epsilon)"),
     Column("latency_ms", direction="min", unit="ms", description="expected latency per image at batch 1"),
     Column("latency_ms_batched", direction="min", unit="ms",
-           description="expected time per image in a batch whose samples leave at their exit"),
+           description="expected time per image in a batch whose samples leave at their exit (each segment "
+                       "timed on the images that reach it)"),
     Column("latency_norm", direction="min", unit="ratio", description="latency_ms / the largest network's batch-1 latency"),
     Column("expected_flops", direction="min", unit="FLOPs", description="mean FLOPs per image"),
     Column("expected_flops_norm", direction="min", unit="ratio", description="expected FLOPs / FLOPs of the largest network"),
@@ -181,10 +183,11 @@ NOTES = {
     "FLOPs convention": "FlopCounterMode at batch 1 (2 FLOPs per multiply-accumulate of matmuls and convolutions); the cost "
                         "to exit k includes every stage up to k and the branch of every exit on the way",
     "latency": "the trial's predictor timed end to end on its device, answering at each exit (every stage, branch and "
-               "decision up to it, in sequence, as dynamic inference runs them) and without early exits: median of "
-               "interleaved rounds after warm-up, at batch 1 and per image of a batch; expected latency = sum over exits "
-               "of (fraction exiting there) x (time to that exit); benchmarks.dynamic_latency checks it against the "
-               "predictor timed on test images",
+               "decision up to it, in sequence, as dynamic inference runs them) and without early exits: lower "
+               "quartile of interleaved rounds after warm-up, one batch size at a time, at batch 1, a sub-batch and a "
+               "batch; batch-1 latency = sum over exits of (fraction exiting there) x (time to that exit); batched: the "
+               "expected time per image of a batch whose images split, each segment timed on the images that reach it; "
+               "benchmarks.dynamic_latency checks both against the predictor timed on test images",
     "plain network": "every trial offers the network without early exits (policy plain, marked): the last exit's accuracy "
                      "at the plain network's cost; it is eligible for the fronts, so the default rule never returns a "
                      "point slower than it at no better accuracy",
@@ -245,15 +248,20 @@ class BranchyNet(Family):
     def metrics(scores: PointScores, stats: ExitStats) -> dict[str, np.ndarray]:
         lat = scores.expected(stats.costs["latency_ms"])
         flops = scores.expected(stats.costs["flops"])
+        timed = timed_sizes(stats.costs, stats.batch_of)  # a batch's images split (trainables/engine/batch_latency.py)
+        if timed is None:
+            raise ValueError("the exit cache states no batch sizes of its latency timings (it was made under version 2 "
+                             "of the latency convention or earlier): re-run the trial")
+        batched = expected_batch_ms(scores.exit_fraction, *timed)
         final = stats.acc_per_exit(0)[-1]
         return {
             "accuracy": scores.accuracy, "accuracy_drop": final - scores.accuracy,
             "risk": scores.risk if scores.risk is not None else np.full(len(lat), np.nan),
-            "latency_ms": lat, "latency_ms_batched": scores.expected(stats.costs["latency_ms_batched"]),
+            "latency_ms": lat, "latency_ms_batched": batched,
             "latency_norm": lat / stats.references["latency_ms"],
             "expected_flops": flops, "expected_flops_norm": flops / stats.references["flops"],
             "speedup_latency": stats.plain["latency_ms"] / lat,
-            "speedup_latency_batched": stats.plain["latency_ms_batched"] / scores.expected(stats.costs["latency_ms_batched"]),
+            "speedup_latency_batched": stats.plain["latency_ms_batched"] / batched,
             "speedup_flops": stats.plain["flops"] / flops,
             "speedup_realised": (stats.plain["latency_ms"] / lat) / (stats.plain["flops"] / flops),
             "exit_fraction": scores.exit_fraction,

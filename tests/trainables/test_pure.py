@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PURE = ["trainables.contract", "trainables.pareto", "trainables.stratify", "trainables.multilabel", "trainables.engine", "trainables.engine.plan", "trainables.engine.augment", "trainables.engine.family", "trainables.predictor",
+PURE = ["trainables.contract", "trainables.pareto", "trainables.stratify", "trainables.multilabel", "trainables.engine", "trainables.engine.plan", "trainables.engine.batch_latency", "trainables.engine.augment", "trainables.engine.family", "trainables.predictor",
         "trainables.exits", "trainables.exits.policy", "trainables.exits.search", "trainables.exits.risk", "trainables.exits.modes",
         "trainables.exits.plain",
         "trainables.hierarchy", "trainables.data_info", "trainables.metrics", "trainables.hierarchy_heads.routing",

@@ -14,31 +14,35 @@ Latency is the time of what dynamic inference runs, end to end, in sequence: the
 k is the time of `DynamicClassifier.predict` (trainables/dynamic.py) on an image that answers at
 k: the input's preparation, every stage up to exit k, every exit's heads and decision on the way,
 and the answer's return to the host. It is timed with the predictor itself, its thresholds set so
-that every image leaves at k (nothing earlier answers, exit k always does), at batch 1 and on a
-batch of `batch_size` images that all leave at k (per image: the batch's time / its size); the
-network without early exits (every stage, then the last exit's heads only) is timed the same way.
-(Timing each piece on its own and adding the pieces up, as this module did before, came out
-20-60% short of the same pieces run in sequence on 2 CPU cores: issue 16.)
+that every image leaves at k (nothing earlier answers, exit k always does), at batch 1, on a
+sub-batch of `sub_batch(batch_size)` images and on a batch of `batch_size` images that all leave
+at k (per image: the call's time / its images); the network without early exits (every stage,
+then the last exit's heads only) is timed the same way. (Timing each piece on its own and adding
+the pieces up, as this module did before, came out 20-60% short of the same pieces run in
+sequence on 2 CPU cores: issue 16.)
 
-Every timing is repeated in interleaved rounds (each round times every exit and the plain network
-once, in a rotating order, so a busy spell of the machine touches them alike; the batch-1 calls and
-the batched ones as two groups, each after an untimed call of its own, so that no batch-1 call is
-timed with caches a batch has just made cold) after warm-up; the
+Every timing is repeated in interleaved rounds after warm-up: the calls of one batch size at a
+time (all batch-1 rounds, then all sub-batch rounds, then all batch rounds, each block after an
+untimed call of its own), each round timing every exit and the plain network once in a rotating
+order, so a busy spell of the machine touches them alike. No batch-1 call is timed right after a
+batch, whose traffic leaves the caches cold: timed between batches, as version 2 did, the batch-1
+calls read 2-8% slower than timed one after another as a user runs single images (issue 16). The
 figure is the lower quartile over rounds (`robust_ms`), and the rounds' spread is kept. Other work
 on the machine only ever slows a call down, so a busy spell is an upper outlier: the lower quartile
 ignores it as long as three rounds in four are clear of it (the median needs one in two), yet it
-is not the single luckiest call the minimum would be. On a quiet machine the two agree. On CUDA a timing is the elapsed
-time between two events around the call, after a synchronisation (the predictor returns its
-answer to the host, so the call ends when the device is done).
+is not the single luckiest call the minimum would be. On a quiet machine the two agree. On CUDA a
+timing is the elapsed time between two events around the call, after a synchronisation (the
+predictor returns its answer to the host, so the call ends when the device is done).
 
-A point's predicted latency is the expectation below over its exit fractions; at batch 1 this is
-the mean time of its images exactly (an image's time depends only on its exit). Batched, a batch
-whose samples leave at their exits is predicted by the same weighting of the all-leave-at-k
-batches (a stage run on fewer samples costs proportionally less); benchmarks/dynamic_latency.py
-checks both predictions against the predictor timed on a run's test images.
+A point's batch-1 latency is the expectation below over its exit fractions: the mean time of its
+images exactly (an image's time depends only on its exit). Its batched latency follows from the
+three sizes' timings as trainables/engine/batch_latency.py says (in a batch the images split: each
+segment runs once on those that reach it, at a fixed cost per call plus a cost per image);
+benchmarks/dynamic_latency.py checks both predictions against the predictor timed on a run's test
+images.
 
 Expected cost per image of a policy = sum_k (fraction exiting at k) x cost_to_exit[k], for
-FLOPs and both latencies alike.
+FLOPs and batch-1 latency alike.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from trainables.exits import answer_at
 from trainables.models.early_exit import EarlyExitNet
 
 __all__ = ["LATENCY", "ROBUST_QUANTILE", "LatencyCalls", "LatencyProfile", "Timer", "count_flops", "exit_flops", "expected_flops",
-           "interleaved_rounds", "latency_calls", "measure_latency", "plain_cost", "robust_ms", "segment_flops"]
+           "interleaved_rounds", "latency_calls", "measure_latency", "plain_cost", "robust_ms", "segment_flops", "sub_batch"]
 
 
 def count_flops(module: torch.nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
@@ -104,14 +108,18 @@ def expected_flops(exit_fraction: np.ndarray, flops_to_exit: np.ndarray) -> np.n
 
 #: How latency is measured, a versioned convention a family declares with the columns computed with
 #: it (trainables/contract.py `Convention`): runs made under version 1 (those that state no version)
-#: are not comparable with runs made under version 2.
+#: or version 2 are not comparable with runs made under version 3. Version 2 timed the batch-1 calls
+#: between batches and predicted a point's batched latency as the fraction-weighted mean of
+#: whole-batch timings (each segment's fixed cost per call shared out by the fraction reaching it).
 LATENCY = Convention(
     name="latency",
-    version=2,
+    version=3,
     definition="the trial's predictor (DynamicClassifier.predict) timed end to end, in sequence, with every image "
-               "answering at exit k, for each k, and without early exits; at batch 1 and per image of a batch; "
-               "interleaved rounds after warm-up, the lower quartile over rounds; CUDA events on a GPU; a point's "
-               "latency = sum over exits of (fraction leaving there) x (time to that exit)",
+               "answering at exit k, for each k, and without early exits; at batch 1, on a sub-batch (batch / 8) and "
+               "per image of a batch; interleaved rounds after warm-up, one batch size at a time, the lower quartile "
+               "over rounds; CUDA events on a GPU; a point's batch-1 latency = sum over exits of (fraction leaving "
+               "there) x (time to that exit); batched: the expected time of a batch whose images split, each "
+               "segment timed on the images that reach it (trainables/engine/batch_latency.py), per image",
     unversioned="version 1: each segment (stages, then an exit's heads and decision) timed alone, median of repeats, "
                 "and the times added up; 13% to 77% below the time of the predictor at batch 1 on 2 CPU cores "
                 "(issue 16); no network without early exits among the points. Recalibration cannot bring such a run to "
@@ -122,16 +130,25 @@ LATENCY = Convention(
 class LatencyProfile(NamedTuple):
     """Measured time per image of the predictor answering at each exit, and of the plain network.
 
-    `rounds_ms[r, b, k]`: round r, batch 1 (b = 0) or per image in a batch of `batch_size` (b = 1),
-    answering at exit k (k < K) or the network without early exits (k = K), in milliseconds."""
+    `rounds_ms[r, b, k]`: round r, per image of a call on `sizes[b]` images (batch 1 first, the
+    batch last), answering at exit k (k < K) or the network without early exits (k = K), in ms."""
 
-    rounds_ms: np.ndarray  # (R, 2, K + 1)
-    batch_size: int
+    rounds_ms: np.ndarray  # (R, len(sizes), K + 1)
+    sizes: tuple[int, ...]
     device: str
     threads: int
 
     def _figure(self, b: int) -> np.ndarray:
         return robust_ms(self.rounds_ms[:, b, :])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.sizes[-1])
+
+    def at(self, size: int) -> tuple[np.ndarray, float]:
+        """(K,) time per image of a call on `size` images all answering at exit k, and the plain network's."""
+        fig = self._figure(list(self.sizes).index(size))
+        return fig[:-1], float(fig[-1])
 
     @property
     def exit_ms(self) -> np.ndarray:
@@ -141,7 +158,7 @@ class LatencyProfile(NamedTuple):
     @property
     def exit_ms_batched(self) -> np.ndarray:
         """(K,) time per image of a batch whose images all answer at exit k."""
-        return self._figure(1)[:-1]
+        return self._figure(-1)[:-1]
 
     @property
     def plain_ms(self) -> float:
@@ -150,7 +167,7 @@ class LatencyProfile(NamedTuple):
 
     @property
     def plain_ms_batched(self) -> float:
-        return float(self._figure(1)[-1])
+        return float(self._figure(-1)[-1])
 
     @property
     def spread(self) -> float:
@@ -165,7 +182,8 @@ class LatencyProfile(NamedTuple):
 
     def describe(self) -> dict[str, object]:
         """How the figures were measured (stored in the trial's status.json)."""
-        return {"rounds": int(len(self.rounds_ms)), "batch_size": self.batch_size, "device": self.device,
+        return {"rounds": int(len(self.rounds_ms)), "batch_size": self.batch_size, "batch_sizes": list(self.sizes),
+                "device": self.device,
                 "threads": self.threads, "spread": round(self.spread, 4),
                 "statistic": f"{ROBUST_QUANTILE}th percentile over interleaved rounds"}
 
@@ -209,10 +227,11 @@ def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, roun
     """(rounds, len(calls)) milliseconds: `warmup` untimed calls of each, then `rounds` rounds that
     time every call once, each round starting one call further on (so no call always runs first).
 
-    `groups` (lists of call indices, together every call once) are timed one after the other within
-    a round, each in its own rotating order and after one untimed call of its first member: a call at
-    batch 1 is then never timed right after a batch of 128 images, whose traffic leaves the caches
-    cold (on 2 CPU cores that made a ~0.7 ms exit read ~40% slow; issue 16). Default: one group."""
+    `groups` (lists of call indices, together every call once) are timed one after the other, each
+    its `rounds` rounds in its own rotating order after one untimed call of its first member: a call
+    at batch 1 is then never timed right after a batch of 128 images, whose traffic leaves the
+    caches cold (on 2 CPU cores that made a ~0.7 ms exit read ~40% slow, and even with an untimed
+    call between them 2-8% slow; issue 16). Default: one group."""
     for _ in range(max(1, warmup)):
         for fn in calls:
             fn()
@@ -220,11 +239,11 @@ def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, roun
     if sorted(i for g in groups for i in g) != list(range(len(calls))):
         raise ValueError("groups must hold every call exactly once")
     out = np.zeros((max(1, rounds), len(calls)))
-    for r in range(len(out)):
-        for g in groups:
-            if len(groups) > 1:
-                calls[g[0]]()  # untimed: the group's calls start from its own working set
-            n = len(g)
+    for g in groups:
+        if len(groups) > 1:
+            calls[g[0]]()  # untimed: the group's calls start from its own working set
+        n = len(g)
+        for r in range(len(out)):
             for i in range(n):
                 j = g[(r + i) % n]
                 out[r, j] = timer(calls[j])
@@ -233,10 +252,10 @@ def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, roun
 
 class LatencyCalls(NamedTuple):
     """What `measure_latency` times: the predictor answering at each exit, then the network without
-    early exits, at batch 1 and (when `sizes` has two) on a batch."""
+    early exits, at batch 1, on a sub-batch and on a batch (the sizes there are images for)."""
 
     calls: list[Callable[[], object]]  # len(sizes) x (K + 1), batch 1 first
-    sizes: list[int]  # images per call: [1] or [1, batch]
+    sizes: list[int]  # images per call: [1, sub-batch, batch], fewer when fewer images are given
     n_exits: int
     device: torch.device
 
@@ -251,16 +270,21 @@ class LatencyCalls(NamedTuple):
         K = self.n_exits
         ms = np.asarray(ms, dtype=np.float64).reshape(len(ms), len(self.sizes), K + 1)
         ms = ms / np.asarray(self.sizes, dtype=np.float64)[None, :, None]
-        if len(self.sizes) == 1:
-            ms = np.concatenate([ms, ms], axis=1)
         threads = int(torch.get_num_threads()) if self.device.type == "cpu" else 0
-        return LatencyProfile(ms, int(self.sizes[-1]), str(self.device), threads)
+        return LatencyProfile(ms, tuple(int(s) for s in self.sizes), str(self.device), threads)
+
+
+def sub_batch(batch_size: int) -> int:
+    """The middle size timed besides 1 and the batch (trainables/engine/batch_latency.py reads a
+    segment's time on the images that reach it off the three)."""
+    return max(1, int(batch_size) // 8)
 
 
 def latency_calls(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, batch_size: int = 128, autocast=None,
                   channels_last: bool = False) -> LatencyCalls:
     """The calls that time `model`'s predictor (in eval mode: the caller restores training mode) on
-    the first image and the first `batch_size` of `images` (uint8, as users pass them)."""
+    the first image, the first `sub_batch(batch_size)` and the first `batch_size` of `images` (uint8,
+    as users pass them)."""
     from trainables.dynamic import DynamicClassifier
 
     device = next(model.parameters()).device
@@ -273,9 +297,9 @@ def latency_calls(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, 
                                  without_exits=k is None, autocast=autocast, channels_last=channels_last)
 
     predictors = [predictor(k) for k in range(K)] + [predictor(None)]
-    batch = images[: max(1, batch_size)]
-    sizes = list(dict.fromkeys((1, len(batch))))  # once when the batch is a single image
-    calls = [functools.partial(p.predict, images[:1] if n == 1 else batch) for n in sizes for p in predictors]
+    n_batch = len(images[: max(1, batch_size)])
+    sizes = sorted(set((1, sub_batch(n_batch), n_batch)))  # each size once (a batch of one image is batch 1)
+    calls = [functools.partial(p.predict, images[:n]) for n in sizes for p in predictors]
     return LatencyCalls(calls, sizes, K, device)
 
 
@@ -283,8 +307,8 @@ def latency_calls(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, 
 def measure_latency(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, batch_size: int = 128,
                     warmup: int = 3, repeats: int = 10, autocast=None, channels_last: bool = False) -> LatencyProfile:
     """Time the predictor of `model` answering at each exit, and without early exits, on its device:
-    `repeats` interleaved rounds after `warmup` calls, at batch 1 and on a batch of `batch_size` of
-    `images` (uint8, as users pass them; fewer when fewer are given)."""
+    `repeats` interleaved rounds after `warmup` calls, at batch 1, on a sub-batch and on a batch of
+    `batch_size` of `images` (uint8, as users pass them; fewer when fewer are given)."""
     was_training = model.training
     try:
         timed = latency_calls(model, data, images, batch_size=batch_size, autocast=autocast, channels_last=channels_last)

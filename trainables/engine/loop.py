@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from trainables.atomic import atomic_write, write_json
+from trainables.engine.batch_latency import BATCH_COSTS
 from trainables.engine.cost import measure_latency, plain_cost, segment_flops
 from trainables.engine.device_data import DeviceLoader, load_data
 from trainables.exits import ExitCache
@@ -270,9 +271,13 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         prof = timed()
         references["latency_ms"] = reference_latency(family, data, device, precision.autocast)
 
+    batch_of: dict[str, int] = {}  # latency cost -> images per call it was timed at (trainables/engine/batch_latency.py)
+
     def set_latency(p) -> None:
-        costs.update(latency_ms=p.exit_ms, latency_ms_batched=p.exit_ms_batched)
-        plain.update(latency_ms=p.plain_ms, latency_ms_batched=p.plain_ms_batched)
+        # batch 1, sub-batch, batch (fewer sizes when the calibration split has fewer images: the nearest)
+        for name, size in zip(BATCH_COSTS, (p.sizes[0], p.sizes[len(p.sizes) // 2], p.sizes[-1])):
+            costs[name], plain[name] = p.at(size)
+            batch_of[name] = int(size)
 
     if prof is not None:
         set_latency(prof)
@@ -319,7 +324,7 @@ def run_trial(family: Family, config: dict[str, Any], ctx: TrialContext) -> dict
         # the family's levels are what it calibrates on (a network may have more heads, e.g. for its loss)
         extras = {**family.cache_extras(net, data), "train_seconds": np.asarray([trained[0]], dtype=np.float64)}
         return ExitCache(family.levels, dict(zip(family.levels, logits)), {k: labels[k] for k in family.levels},
-                         costs, references, plain, extras), loss
+                         costs, references, plain, extras, dict(batch_of)), loss
 
     status: dict[str, Any] = {
         "status": "running", "trial_id": ctx.trial_id, "epochs_planned": planned, "epochs_done": resumed_at,

@@ -52,6 +52,8 @@ class ExitCache:
     # what the family's calibration needs beside the logits, fixed by the trained network (e.g. an
     # induced class grouping): Family.cache_extras(net), saved and loaded with the cache
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    # cost name -> images per call it was timed at (the latencies: trainables/engine/batch_latency.py)
+    batch_of: dict[str, int] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         arrays = {"levels": np.array(self.levels)}
@@ -61,6 +63,7 @@ class ExitCache:
         arrays |= {f"reference:{k}": np.asarray(v, dtype=np.float64) for k, v in self.references.items()}
         arrays |= {f"plain:{k}": np.asarray(v, dtype=np.float64) for k, v in self.plain.items()}
         arrays |= {f"extra:{k}": np.asarray(v) for k, v in self.extras.items()}
+        arrays |= {f"batch:{k}": np.asarray(v, dtype=np.int64) for k, v in self.batch_of.items()}
 
         def _w(tmp: str) -> None:
             with open(tmp, "wb") as fh:
@@ -83,7 +86,7 @@ class ExitCache:
 
         return cls(tuple(str(v) for v in d["levels"]), part("logits:"), part("labels:"), part("cost:"),
                    {k: float(v) for k, v in part("reference:").items()}, {k: float(v) for k, v in part("plain:").items()},
-                   part("extra:"))
+                   part("extra:"), {k: int(v) for k, v in part("batch:").items()})
 
     def stats(self) -> ExitStats:
         import torch  # the entropies are computed by the one definition dynamic inference runs
@@ -99,7 +102,7 @@ class ExitCache:
                 cor.append(top1 == labels[None])
         return ExitStats(self.levels, np.stack(ent), np.stack(cor),
                          {k: np.asarray(v, dtype=np.float64) for k, v in self.costs.items()}, dict(self.references),
-                         dict(self.plain))
+                         dict(self.plain), dict(self.batch_of))
 
 
 @dataclass
@@ -112,6 +115,7 @@ class ExitStats:
     costs: dict[str, np.ndarray]  # name -> (K,) cumulative
     references: dict[str, float] = field(default_factory=dict)
     plain: dict[str, float] = field(default_factory=dict)
+    batch_of: dict[str, int] = field(default_factory=dict)  # cost name -> images per call it was timed at
 
     @property
     def n_levels(self) -> int:
@@ -139,4 +143,4 @@ class ExitStats:
         """The same stats on a subset of the samples (for splits of the calibration set)."""
         idx = np.asarray(index)
         return ExitStats(self.levels, self.entropy[:, :, idx], self.correct[:, :, idx], dict(self.costs),
-                         dict(self.references), dict(self.plain))
+                         dict(self.references), dict(self.plain), dict(self.batch_of))
