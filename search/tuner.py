@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from search.cluster_watch import watch_cluster
 from search.disk import DiskEvents, DiskGuard, is_disk_full
 from search.collect import collect, settle_unfinished, settle_with_journal, write_tables
 from search.prepare import numbered_trial_seed, record_failure, reference_costs, run_document, trial_context
+from search.ray_logs import one_line_ray_errors
 from search.relocate import restoring_into
 from search.resume import resumed_document
 from search.schedulers import make_scheduler
@@ -199,20 +199,6 @@ def _searcher(space: Space, spec: RunSpec, decl: Declaration):
         storage=storage,
         seed=spec.seed,
     )
-
-
-class _TrialFailureOneLine(logging.Filter):
-    """Tune logs every trial failure with its whole traceback; an expected failure (a trial that
-    raised, a lost node) is one line here: the trial's status.json and results.parquet's `error`
-    column keep the reason, and its traceback is in status.json."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith("Trial task failed"):
-            exc = record.exc_info[1]
-            text = str(exc).strip().splitlines()
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {text[0] if text else ''}"
-            record.args, record.exc_info, record.exc_text = (), None, None
-        return True
 
 
 def trial_dirname(trial) -> str:
@@ -440,9 +426,7 @@ def run_search(spec: RunSpec, console=None, stop: StopRequest | None = None) -> 
         )
     # our live display replaces Tune's console output (verbose=0 alone still prints a header box)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, _TrialFailureOneLine) for f in controller_log.filters):
-        controller_log.addFilter(_TrialFailureOneLine())
+    one_line_ray_errors()
     request_trials(spec.trials)
     stop.check()
     stop.phase = "tune"
