@@ -115,7 +115,7 @@ def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds
     the per-exit calls' times (each input: each segment's time on its images that reach it,
     trainables/engine/batch_latency.py; the plain network: its own call)."""
     from trainables.engine.batch_latency import batch_call_ms
-    from trainables.engine.cost import interleaved_rounds, latency_calls, robust_ms
+    from trainables.engine.cost import SETTLE_S, interleaved_rounds, latency_calls, robust_ms
 
     batch = len(batches[0])
     engine = latency_calls(clf.model, data, batches[0], batch_size=batch, autocast=clf.autocast,
@@ -130,7 +130,7 @@ def retimed_prediction(clf, data, singles: list[Any], batches: list[Any], rounds
             inputs.append((b, len(x), len(calls), reach_counts(clf.predict(x).exit, K)))
             calls.append(functools.partial(clf.predict, x))
     groups = [[*engine.groups[b], *(c for bb, _, c, _ in inputs if bb == b)] for b in range(Z)]
-    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups))  # one size at a time
+    ms = robust_ms(interleaved_rounds(calls, timer, rounds, warmup=1, groups=groups, settle_s=SETTLE_S))  # one size at a time
     sizes = np.asarray(engine.sizes, dtype=np.float64)
     per_call = ms[: Z * (K + 1)].reshape(Z, K + 1)
     per_image = per_call[:, :K] / sizes[:, None]

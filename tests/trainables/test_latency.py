@@ -63,6 +63,26 @@ def test_grouped_rounds_time_each_group_apart_after_an_untimed_call_of_its_own()
         interleaved_rounds(fns, timer, rounds=1, warmup=1, groups=[[0, 1], [1, 2, 3]])
 
 
+def test_each_group_settles_on_its_own_calls_before_its_rounds():
+    """With settle_s, a group's rounds start only after that long of untimed passes over its own calls."""
+    import time
+
+    calls, timed_at = [], []
+    fns = [lambda i=i: (calls.append(i), time.sleep(0.002)) for i in range(4)]
+
+    def timer(fn):
+        timed_at.append(len(calls))
+        fn()
+        return 1.0
+
+    interleaved_rounds(fns, timer, rounds=1, warmup=1, groups=[[0, 1], [2, 3]], settle_s=0.03)
+    first_timed = timed_at[0]
+    settling = calls[4:first_timed]  # after the warm-up pass, before group 0's first timed call
+    assert set(settling) == {0, 1} and len(settling) >= 0.03 / 0.002 / 2  # its own calls only, for the time asked
+    between = calls[timed_at[1] + 1:timed_at[2]]  # after group 0's rounds, before group 1's first timed call
+    assert set(between) == {2, 3} and len(between) >= 5
+
+
 def test_the_reported_figure_ignores_a_busy_spell():
     """Other work only slows a call down: a quarter of the rounds caught in a busy spell does not
     move the figure, where the mean would move by half."""

@@ -189,6 +189,7 @@ class LatencyProfile(NamedTuple):
 
 
 ROBUST_QUANTILE = 25  # the percentile over rounds a timing is reported at (see the module's docstring)
+SETTLE_S = 0.25  # seconds of a batch size's own untimed calls before its rounds are timed (interleaved_rounds)
 
 
 def robust_ms(rounds_ms: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -223,7 +224,7 @@ class Timer:
 
 
 def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, rounds: int, warmup: int,
-                       groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+                       groups: Sequence[Sequence[int]] | None = None, settle_s: float = 0.0) -> np.ndarray:
     """(rounds, len(calls)) milliseconds: `warmup` untimed calls of each, then `rounds` rounds that
     time every call once, each round starting one call further on (so no call always runs first).
 
@@ -231,7 +232,9 @@ def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, roun
     its `rounds` rounds in its own rotating order after one untimed call of its first member: a call
     at batch 1 is then never timed right after a batch of 128 images, whose traffic leaves the
     caches cold (on 2 CPU cores that made a ~0.7 ms exit read ~40% slow, and even with an untimed
-    call between them 2-8% slow; issue 16). Default: one group."""
+    call between them 2-8% slow; issue 16). With `settle_s`, each group first runs untimed passes
+    over its own calls for that many seconds: at batch 1 a group's rounds last only tens of
+    milliseconds, too short to leave the previous group's working set behind. Default: one group."""
     for _ in range(max(1, warmup)):
         for fn in calls:
             fn()
@@ -242,6 +245,10 @@ def interleaved_rounds(calls: Sequence[Callable[[], object]], timer: Timer, roun
     for g in groups:
         if len(groups) > 1:
             calls[g[0]]()  # untimed: the group's calls start from its own working set
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < settle_s:
+                for j in g:
+                    calls[j]()
         n = len(g)
         for r in range(len(out)):
             for i in range(n):
@@ -305,13 +312,16 @@ def latency_calls(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, 
 
 @torch.no_grad()
 def measure_latency(model: EarlyExitNet, data: DataInfo, images: torch.Tensor, *, batch_size: int = 128,
-                    warmup: int = 3, repeats: int = 10, autocast=None, channels_last: bool = False) -> LatencyProfile:
+                    warmup: int = 3, repeats: int = 10, settle_s: float | None = None, autocast=None,
+                    channels_last: bool = False) -> LatencyProfile:
     """Time the predictor of `model` answering at each exit, and without early exits, on its device:
     `repeats` interleaved rounds after `warmup` calls, at batch 1, on a sub-batch and on a batch of
-    `batch_size` of `images` (uint8, as users pass them; fewer when fewer are given)."""
+    `batch_size` of `images` (uint8, as users pass them; fewer when fewer are given); each batch size
+    after `settle_s` seconds of its own untimed calls (default SETTLE_S)."""
     was_training = model.training
     try:
         timed = latency_calls(model, data, images, batch_size=batch_size, autocast=autocast, channels_last=channels_last)
-        return timed.profile(interleaved_rounds(timed.calls, Timer(timed.device), repeats, warmup, timed.groups))
+        settle = SETTLE_S if settle_s is None else float(settle_s)
+        return timed.profile(interleaved_rounds(timed.calls, Timer(timed.device), repeats, warmup, timed.groups, settle))
     finally:
         model.train(was_training)
