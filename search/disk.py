@@ -86,6 +86,7 @@ class DiskGuard:
         self.free_at_stop: int | None = None
         self._checked = 0.0
         self.staging: str | None = None  # Tune's staging folder of its state (set by DiskEvents)
+        self.staging_noted: str | None = None  # the one written down in the run (search/tune_state.py note_staging)
         self.final_room = False
         _CURRENT[:] = [self]
         from search.study import ON_FAILED_APPEND
@@ -216,6 +217,14 @@ class DiskEvents(Callback):
             guard.check()
             if trials:  # where Tune saves its state before copying it into the run (search/tune_state.py)
                 guard.staging = getattr(getattr(trials[0], "storage", None), "experiment_driver_staging_path", None)
+                if guard.staging != guard.staging_noted:  # noted in the run: a resume after a kill -9 may need it
+                    from search.tune_state import note_staging
+
+                    try:
+                        note_staging(guard.run_dir, guard.staging)
+                        guard.staging_noted = guard.staging
+                    except OSError:
+                        pass  # (a full disk: the guard's own checks tell)
             if guard.cause is not None and guard.stop is not None and guard.stop.forwarded and not guard.final_room:
                 guard.final_room = True
                 guard.release_some()  # Tune's loop ends now and saves its state one last time: room for it

@@ -317,6 +317,13 @@ def _run(args: argparse.Namespace, given: set[str], space, storage: str, name: s
         if spec.resume:  # first whether this code can continue the run at all, then whether its state can
             check_conventions(spec.run_dir, space.declaration(budget, space.resolve_options(spec.options)))
             check_resumable(spec.run_dir)
+            if not is_uri(spec.storage):  # Tune's state cut off by a kill while Tune copied it in: put back whole
+                from search.tune_state import recover
+
+                restored = recover(spec.run_dir)
+                if restored:
+                    say(console, ("resume", "yellow"), f" Tune's state in {spec.run_dir} was cut off (its driver was "
+                        f"killed while Tune copied it in): put back whole from Tune's staging copy ({', '.join(restored)})")
             check_continuable(spec)
         check_address(spec.address)
     except ValueError as exc:  # BadInput too

@@ -8,7 +8,12 @@ leaves a file of the run cut off, and the run could not be resumed. So:
 * after a run that met a full disk, once its reserve is released, `resync` copies Tune's last
   saved state from the staging folder into the run directory again, each file written whole
   (temporary file, then renamed over the old one), and only files that read whole;
-* a resume whose Tune state does not read whole is refused (`cut_off`), naming the files,
+* the driver notes where its staging folder is (`note_staging`: `.tune_staging.json` in the run
+  directory); a resume whose Tune state does not read whole (a driver killed while Tune copied
+  it in) first puts it back whole from that folder when it is still on this machine and every
+  cut-off file reads whole there (`recover`), as Tune writes it there whole (a temporary file
+  renamed);
+* a resume whose Tune state still does not read whole is refused (`cut_off`), naming the files,
   instead of failing inside Tune;
 * Tune restores a run by unpickling its state, which can run code: a resume whose Tune state
   someone else could have written is refused (`writable_by_others`). Nothing else of a run is
@@ -30,8 +35,9 @@ from pathlib import Path
 
 from trainables.atomic import atomic_write
 
-__all__ = ["cut_off", "resync", "state_files", "writable_by_others"]
+__all__ = ["STAGING_NOTE", "cut_off", "note_staging", "recover", "resync", "state_files", "writable_by_others"]
 
+STAGING_NOTE = ".tune_staging.json"  # where the driver's Tune staged the run's state (note_staging)
 _PREFIXES = ("experiment_state-", "searcher-state-", "search_gen_state-", "basic-variant-state-", "callback-states-")
 
 
@@ -109,3 +115,38 @@ def resync(staging: str | Path | None, run_dir: str | Path) -> list[str]:
         atomic_write(dest, lambda tmp, src=src: shutil.copyfile(src, tmp))
         written.append(src.name)
     return written
+
+
+def note_staging(run_dir: str | Path, staging: str | Path | None) -> bool:
+    """Write down (atomically) where Tune stages this run's state, once per folder; True when written."""
+    from trainables.atomic import write_json
+
+    if not staging:
+        return False
+    note = Path(run_dir) / STAGING_NOTE
+    try:
+        if json.loads(note.read_text()).get("path") == str(staging):
+            return False
+    except (OSError, ValueError, AttributeError):
+        pass
+    write_json(note, {"path": str(staging)})
+    return True
+
+
+def recover(run_dir: str | Path) -> list[str]:
+    """Tune's state files of `run_dir` that are cut off, put back whole from the staging folder the
+    last driver noted, when that folder is still here, is writable by this user alone, and holds every
+    cut-off file whole. Returns the names written (empty: nothing to do, or nothing it could do)."""
+    run_dir = Path(run_dir)
+    bad = cut_off(run_dir)
+    if not bad:
+        return []
+    try:
+        staging = Path(json.loads((run_dir / STAGING_NOTE).read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not staging.is_dir() or writable_by_others(staging):
+        return []
+    if any(not (staging / name).is_file() or not _whole(staging / name) for name in bad):
+        return []
+    return resync(staging, run_dir)

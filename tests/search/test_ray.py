@@ -5,6 +5,7 @@ starts for gran_hbn and branchynet."""
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -49,6 +50,9 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     assert "Traceback" not in p.stdout + p.stderr  # expected trial failures are one line each, not a traceback
     assert "Trial task failed" in p.stdout + p.stderr
     assert (run / "report.html").exists()
+    # where Tune staged its state is noted in the run (a resume after a kill -9 mid-copy puts it back from there)
+    staging = pathlib.Path(json.loads((run / ".tune_staging.json").read_text())["path"])
+    assert any(f.name.startswith("experiment_state-") for f in staging.iterdir())
     # the Optuna study in the journal: failed trials are FAIL, fidelity recorded on complete ones
     st = study(run)
     states = sorted(t.state.name for t in st.trials)
@@ -56,9 +60,13 @@ def test_ray_search_survives_failed_trials_and_resumes(tmp_path):
     assert states.count("COMPLETE") == n_ok and states.count("FAIL") == 6 - n_ok
     assert all(t.user_attrs.get("fidelity") == 1.0 for t in st.trials if t.state.name == "COMPLETE")
     assert {t.user_attrs["tune_trial_id"]: t.number for t in st.trials} == {t: r["trial_number"] for t, r in trials.items()}
-    # --resume of a finished run: Tune restores it, nothing is retrained, results are kept
+    # --resume of a finished run: Tune restores it, nothing is retrained, results are kept; its Tune state, cut
+    # off here as a kill -9 while Tune copied it into the run would, is put back whole from the staging copy
+    state = next(f for f in run.iterdir() if f.name.startswith("experiment_state-"))
+    state.write_bytes(state.read_bytes()[:100])
     p = search(*args, "--resume", "--no-report")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert f"put back whole from Tune's staging copy ({state.name}" in " ".join((p.stdout + p.stderr).split())
     again = pq.read_table(run / "results.parquet").to_pylist()
     assert {r["trial_id"]: r["status"] for r in again} == {t: r["status"] for t, r in trials.items()}
 

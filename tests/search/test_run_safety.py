@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -279,6 +280,31 @@ def test_tune_state_is_read_whole_without_unpickling_and_copied_whole(tmp_path):
     assert writable_by_others(run) == []
     os.chmod(run / "tuner.pkl", 0o646)
     assert writable_by_others(run) == [f"{run / 'tuner.pkl'} (writable by all)"]
+
+
+def test_a_resume_puts_back_tune_state_cut_off_by_a_kill_from_the_noted_staging_copy(tmp_path):
+    from search.tune_state import cut_off, note_staging, recover
+
+    staging, run = tmp_path / "staging", tmp_path / "run"
+    staging.mkdir()
+    run.mkdir()
+    (staging / "tuner.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (staging / "experiment_state-x.json").write_text('{"trial_data": [1]}')
+    (run / "tuner.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (run / "experiment_state-x.json").write_text('{"trial_da')  # the driver was killed mid-copy
+    assert recover(run) == []  # no staging folder noted: nothing to go on
+    assert note_staging(run, staging) and not note_staging(run, staging)  # written once
+    (staging / "experiment_state-x.json").write_text('{"trial_da')  # cut off there too: not put back
+    assert recover(run) == [] and cut_off(run) == ["experiment_state-x.json"]
+    (staging / "experiment_state-x.json").write_text('{"trial_data": [1]}')
+    os.chmod(staging, 0o777)  # a folder others can write to: its pickles are not taken
+    assert recover(run) == []
+    os.chmod(staging, 0o755)
+    assert recover(run) == ["experiment_state-x.json"] and cut_off(run) == []
+    assert recover(run) == []  # whole: nothing to do
+    shutil.rmtree(staging)
+    (run / "experiment_state-x.json").write_text('{"trial_da')
+    assert recover(run) == []  # the folder is gone (another machine, a reboot)
 
 
 def test_a_failed_journal_append_leaves_no_cut_off_line_and_gets_room_from_the_reserve(tmp_path, monkeypatch):
