@@ -31,7 +31,7 @@ space through the shared engine:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,18 @@ def backbone_choices(budget: Budget, options: Mapping[str, str]) -> list[str]:
     return names
 
 
+def searched_or_set(options: Mapping[str, str], name: str, every: Iterable[str]) -> list[str]:
+    """The values a run may sample for `name`: all of them, or the one its option sets."""
+    chosen = options.get(name, "searched")
+    return list(every) if chosen == "searched" else [chosen]
+
+
+def training_choices(budget: Budget, options: Mapping[str, str]) -> list[str]:
+    """How a run with starting weights trains: searched among the modes the budget's epochs allow, or set."""
+    modes = ("frozen", "finetune", "frozen_then_finetune") if budget.epochs >= 2 else ("frozen", "finetune")
+    return searched_or_set(options, "training", modes)
+
+
 def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Define-by-run: only suggest_* calls; returns the derived constants (the learning rate; the
     input side when --input-size sets it)."""
@@ -123,8 +135,7 @@ def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> d
         constants["input_size"] = int(o["input_size"])
     low = max(1, math.ceil(budget.epochs / 2))
     if o.get("weights", "none") != "none":  # a frozen backbone is worth trying only when it has learnt something
-        modes = ["frozen", "finetune", "frozen_then_finetune"] if budget.epochs >= 2 else ["frozen", "finetune"]
-        training = trial.suggest_categorical("training", modes)
+        training = trial.suggest_categorical("training", training_choices(budget, o))
         if training == "frozen_then_finetune":
             epochs = trial.suggest_int("epochs", max(2, low), budget.epochs)
             trial.suggest_int("frozen_epochs", 1, epochs - 1)
@@ -132,7 +143,7 @@ def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> d
             trial.suggest_int("epochs", low, budget.epochs)
     else:
         trial.suggest_int("epochs", low, budget.epochs)
-    optimizer = trial.suggest_categorical("optimizer", list(LR))
+    optimizer = trial.suggest_categorical("optimizer", searched_or_set(o, "optimizer", LR))
     lr = trial.suggest_float(f"lr_{optimizer}", *LR[optimizer], log=True)
     trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True)
     if trial.suggest_categorical("lr_schedule", ["plateau", "cosine"]) == "plateau":
@@ -141,7 +152,7 @@ def define(trial, budget: Budget, options: Mapping[str, str] | None = None) -> d
     if trial.suggest_categorical("stop_patience", STOP_PATIENCE[b]):
         trial.suggest_categorical("stop_min_delta", STOP_MIN_DELTA)
     trial.suggest_categorical("precision", ["fp32", "bf16"])
-    trial.suggest_categorical("augment", list(AUGMENT))
+    trial.suggest_categorical("augment", searched_or_set(o, "augment", AUGMENT))
     trial.suggest_categorical("batch_size", BATCH_SIZES[b])
     return {"lr": lr, **constants}
 
@@ -249,6 +260,13 @@ class Transfer(Family):
 
     def check(self, data: DataInfo) -> None:
         self._check_weights_file()
+        training = self.options.get("training", "searched")
+        if self.weights == "none" and training not in ("searched", "finetune"):
+            raise UnsuitableData(f"--training {training} trains with the backbone frozen, which needs starting weights: "
+                                 "give --weights imagenet or PATH, or leave --training out (from scratch it fine-tunes)")
+        if training not in ("searched", *training_choices(self.budget, {})):
+            raise UnsuitableData(f"--training {training} needs two epochs or more; budget {self.budget.name} trains "
+                                 f"{self.budget.epochs}: pick another --training or --budget")
         names = self.candidates()
         if not names:
             why = []
@@ -432,6 +450,12 @@ OPTIONS = {
     "max_model_mb": Option(("none",), "none", "the largest model on disk the search may train, in MB (1e6 bytes)",
                            parse=number_value(0), values="none or a number of MB"),
     "metric": Option(("macro_f1", "accuracy"), "macro_f1", "the score the search maximises beside FLOPs and training time"),
+    "optimizer": Option(("searched", *LR), "searched", "search the optimisers, or use one (its learning rate is searched)"),
+    "augment": Option(("searched", *AUGMENT), "searched", "search the on-device augmentations, or use one (research: "
+                      "random-resized crop, flip, rotation, colour jitter, grey scale; flip_crop: flip and padded crop)"),
+    "training": Option(("searched", "frozen", "finetune", "frozen_then_finetune"), "searched",
+                       "with --weights: search how the backbone trains (frozen, fine-tuned, or fine-tuned after k frozen "
+                       "epochs), or set it; from scratch (--weights none) it is always fine-tuned"),
 }
 
 

@@ -260,6 +260,9 @@ CASES: dict[str, Case] = {
                                                         "--max-model-mb 'abc': not a number"),
     "transfer: a size bound no backbone fits": Case(["--space", "transfer", *SYN, "--max-model-mb", "1"],
                                                     "no backbone of the transfer space is left to search"),
+    "transfer: a frozen backbone without weights": Case(["--space", "transfer", *SYN, "--training", "frozen"],
+                                                        "--training frozen trains with the backbone frozen, which needs "
+                                                        "starting weights"),
     "transfer: a weights file that is not there": Case(["--space", "transfer", *SYN, "--weights", "/nonexistent/w.pt"],
                                                        "no weights file /nonexistent/w.pt; or train from scratch with --weights none"),
     "transfer: imagenet weights not in the hub cache": Case(["--space", "transfer", *SYN, "--weights", "imagenet"],

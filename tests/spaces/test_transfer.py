@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from spaces import get_space
-from spaces.transfer import ALL_BACKBONES, BACKBONES, Transfer, backbone_choices, declaration
+from spaces.transfer import ALL_BACKBONES, AUGMENT, BACKBONES, LR, Transfer, backbone_choices, declaration
 from trainables.data_info import DataInfo
 from trainables.engine.family import TrialInputs, UnsuitableData
 from trainables.transfer.backbones import (BODY, WeightsError, fitting_backbones, hub_file, load_weights,
@@ -190,6 +190,33 @@ def test_define_replays_and_respects_the_options():
     assert seen <= {"regnet_y_400mf", "shufflenet_v2_x1_0", "efficientnet_b0", "mobilenet_v3_large"} and len(seen) >= 3
     assert backbone_choices(budget, {"backbone": "resnet50"}) == ["resnet50"]
     assert set(backbone_choices(SPACE.budget("smoke"), {})) == set(BACKBONES["smoke"])
+
+
+def test_the_optimiser_augmentation_and_training_can_be_set():
+    budget = SPACE.budget("full")
+    options = SPACE.resolve_options({"optimizer": "adam", "augment": "flip_crop", "training": "finetune",
+                                     "weights": "imagenet"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(12):
+        trial = study.ask()
+        const = SPACE.search_space(budget, options)(trial)
+        assert (trial.params["optimizer"], trial.params["augment"], trial.params["training"]) == ("adam", "flip_crop",
+                                                                                                 "finetune")
+        assert 1e-4 <= const["lr"] == trial.params["lr_adam"] <= 3e-3
+    searched = set()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))  # a study's categories are fixed
+    for _ in range(40):
+        trial = study.ask()
+        SPACE.search_space(budget, {"weights": "imagenet"})(trial)
+        searched.add((trial.params["optimizer"], trial.params["augment"], trial.params["training"]))
+    assert {o for o, _, _ in searched} == set(LR) and {a for _, a, _ in searched} == set(AUGMENT)
+    assert {t for _, _, t in searched} == {"frozen", "finetune", "frozen_then_finetune"}
+    for bad in ({"optimizer": "lamb"}, {"augment": "mixup"}, {"training": "half"}):
+        with pytest.raises(ValueError, match="is not one of"):
+            SPACE.resolve_options(bad)
+    with pytest.raises(UnsuitableData, match="--training frozen trains with the backbone frozen, which needs starting weights"):
+        fam(training="frozen").check(info())
+    fam(training="finetune").check(info())  # from scratch it fine-tunes anyway
 
 
 def test_the_largest_config_costs_the_most():
