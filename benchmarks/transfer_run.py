@@ -1,7 +1,7 @@
 """The transfer family's real run, summarised: pretrained weights vs from scratch, side by side.
 
 A run sequence (README, "The transfer run") pretrains a backbone on CIFAR-10 classes 0-4, exports
-it, and searches transfer on classes 5-9 and on 2x2 mosaics of classes 5-9 from those weights and
+it, and searches transfer on classes 5-9 and on 2x2 mosaics of classes 0-9 from those weights and
 from scratch. This command reads the runs it made and prints, per run, one JSON line: trials,
 the default point's calibration and test scores (chosen on calibration by the space's own rule),
 the test scores of its per-class and fixed-0.5 reference points beside the global threshold's
