@@ -428,6 +428,27 @@ def test_the_predict_and_export_commands(mosaic_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_search_from_exported_weights_with_set_options_as_the_readme_runs_it(mosaic_run, tmp_path):
+    """The README's real mosaic run, small: weights exported from a trial, then a search that sets the
+    backbone, input side, optimiser, augmentation and training mode on the command line."""
+    tmp, run_dir, _ = mosaic_run
+    trial = next((run_dir / "trials").iterdir())
+    w = tmp_path / "w.pt"
+    assert run("-m", "trainables.transfer.export", str(trial / "model.pt"), "--out", str(w)).returncode == 0
+    p = run("-m", "search.run", "--space", "transfer", "--data", f"csv:{tmp / 'data' / 'labels.csv'}", "--data-size", "tiny",
+            "--budget", "smoke", "--backbone", "regnet_y_400mf", "--input-size", "32", "--optimizer", "adam", "--augment",
+            "flip_crop", "--training", "finetune", "--trials", "2", "--weights", str(w), "--storage", str(tmp_path / "runs"),
+            "--name", "set", "--no-report", timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "runs" / "set" / "results.parquet").to_pylist()
+    assert {r["status"] for r in rows} == {"complete"} and len({r["trial_id"] for r in rows}) == 2
+    assert {(r["config.optimizer"], r["config.augment"], r["config.training"], r["config.input_size"], r["weights"])
+            for r in rows} == {("adam", "flip_crop", "finetune", 32, str(w))}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["synthetic", "mosaic"])
 def test_the_smoke_search_runs_as_the_readme_says(data, tmp_path):
     args = ["--data", "synthetic"]
