@@ -14,6 +14,7 @@ space through the shared engine:
   on the calibration metric, the best epoch's weights restored), mixed precision (bf16 autocast) or
   fp32, the augmentation (pad-crop and flip, or the research's: random-resized crop, flip,
   rotation, colour jitter, grey scale; on the device), the batch size and the epochs;
+  `--backbone`, `--input-size`, `--training`, `--optimizer` and `--augment` set one of them instead;
 * weights (`--weights`): torchvision's ImageNet files from the local torch hub cache, a state dict
   (PATH), or none; nothing is downloaded without `--download` (trainables/transfer/backbones.py);
 * loss: BCE-with-logits on a multi-label dataset, cross-entropy on a single-label one;
