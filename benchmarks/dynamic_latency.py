@@ -35,6 +35,14 @@ Prints one JSON line per point (predicted and measured ms, their ratio predicted
 batch 1 and batched, the measured speed-up over the plain network, the FLOPs speed-up), a summary
 line (how many points are within `--tolerance`, the default point's measured speed-up, how many
 points beat the plain network in measured time), then the same as a table.
+
+The machine's pace: a stored time is what the trial measured then; a machine whose speed drifts
+(a shared VM: ~20% from one minute to the next) moves every `ratio_*` alike. So each point also
+gets `pace_*` (the plain network measured now over the trial's own time of it: 1.2 = 20% slower
+now) and the speed-up the trial predicted over its plain network against the one measured now
+(`speedup_ratio_*` = 1 / (ratio * pace): the prediction at the machine's pace now; above 1 it is
+optimistic), counted within
+`--tolerance` in the summary beside the raw ratios.
 """
 
 from __future__ import annotations
@@ -157,6 +165,27 @@ def _ratio(a: float, b: float) -> float:
     return round(float(a) / float(b), 4) if b > 0 else math.nan
 
 
+def pace_and_speedups(line: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Beside predicted / measured time: the machine's pace now against when the trial timed (the plain
+    network measured now over the trial's own time of it, `plain_latency_ms*` of the point's row), and
+    the speed-up over the plain network the trial predicted (its plain time over the point's predicted
+    time, on the same images) against the one measured now (`speedup_ratio_*`, predicted / measured).
+    A speed-up holds across the machine's pace: the point and the plain network are timed in the same
+    rounds both times. speedup_ratio = 1 / (ratio * pace): the inverse of predicted / measured time once
+    the trial's times are scaled to the machine's pace now (above 1: the prediction is optimistic)."""
+    out: dict[str, Any] = {}
+    for name, suffix in (("batch1", ""), ("batched", "_batched")):
+        stored = row.get(f"plain_latency_ms{suffix}")
+        if stored is None or not stored > 0:
+            continue
+        predicted = float(stored) / line[f"predicted_ms_{name}"]
+        out[f"stored_plain_ms_{name}"] = round(float(stored), 5)
+        out[f"pace_{name}"] = _ratio(line[f"plain_ms_{name}"], stored)
+        out[f"predicted_speedup_{name}"] = round(predicted, 4)
+        out[f"speedup_ratio_{name}"] = _ratio(predicted, line[f"measured_speedup_{name}"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dynamic_latency", description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -235,9 +264,9 @@ def main(argv: list[str] | None = None) -> None:
             "predicted_ms_batched": round(pb, 5), "measured_ms_batched": round(float(mb[0]), 5), "ratio_batched": _ratio(pb, mb[0]),
             "plain_ms_batch1": round(float(m1[1]), 4), "plain_ms_batched": round(float(mb[1]), 5),
             "measured_speedup_batch1": _ratio(m1[1], m1[0]), "measured_speedup_batched": _ratio(mb[1], mb[0]),
-            "predicted_speedup_batch1": test.get("speedup_latency"), "speedup_flops": test.get("speedup_flops"),
-            "spread_batch1": round(s1, 4), "spread_batched": round(sb, 4),
+            "speedup_flops": test.get("speedup_flops"), "spread_batch1": round(s1, 4), "spread_batched": round(sb, 4),
         }
+        line |= pace_and_speedups(line, row)
         if args.retime:
             from trainables.data_info import DataInfo
 
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(line), flush=True)
 
     def within(key: str) -> int:
-        return int(sum(abs(o[key] - 1.0) <= args.tolerance for o in out if math.isfinite(o[key])))
+        return int(sum(abs(o[key] - 1.0) <= args.tolerance for o in out if key in o and math.isfinite(o[key])))
 
     default = next((o for o in out if o["default"]), None)
     print(json.dumps({
@@ -270,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         "within_tolerance_batch1": within("ratio_batch1"), "within_tolerance_batched": within("ratio_batched"),
         "ratio_batch1_range": [min(o["ratio_batch1"] for o in out), max(o["ratio_batch1"] for o in out)] if out else None,
         "ratio_batched_range": [min(o["ratio_batched"] for o in out), max(o["ratio_batched"] for o in out)] if out else None,
+        **{f"{k}_range": [min(o[k] for o in out), max(o[k] for o in out)] if out and all(k in o for o in out) else None
+           for k in ("pace_batch1", "pace_batched")},
+        "speedup_within_tolerance_batch1": within("speedup_ratio_batch1"),
+        "speedup_within_tolerance_batched": within("speedup_ratio_batched"),
+        **{f"{k}_range": [min(o[k] for o in out), max(o[k] for o in out)] if out and all(k in o for o in out) else None
+           for k in ("speedup_ratio_batch1", "speedup_ratio_batched")},
         "default_point": default_id,
         "default_measured_speedup_batch1": default["measured_speedup_batch1"] if default else None,
         "default_measured_speedup_batched": default["measured_speedup_batched"] if default else None,
@@ -277,14 +312,16 @@ def main(argv: list[str] | None = None) -> None:
         "beat_plain_batched": int(sum(o["measured_speedup_batched"] > 1.0 for o in out)),
         "warnings": sum("warning" in o for o in out),
     }))
-    head = ("point", "acc", "pred b1", "meas b1", "ratio", "pred bat", "meas bat", "ratio", "speedup b1", "speedup bat",
-            "flops x")
+    head = ("point", "acc", "pred b1", "meas b1", "ratio", "pred bat", "meas bat", "ratio", "pace b1 / bat",
+            "speedup b1 pred / meas", "speedup bat pred / meas", "flops x")
     print(" | ".join(head))
     for o in out:
         print(" | ".join(str(v) for v in (
             o["point_id"] + (" (default)" if o["default"] else ""), f"{o['accuracy_test']:.4f}",
             o["predicted_ms_batch1"], o["measured_ms_batch1"], o["ratio_batch1"], o["predicted_ms_batched"],
-            o["measured_ms_batched"], o["ratio_batched"], o["measured_speedup_batch1"], o["measured_speedup_batched"],
+            o["measured_ms_batched"], o["ratio_batched"], f"{o.get('pace_batch1')} / {o.get('pace_batched')}",
+            f"{o.get('predicted_speedup_batch1')} / {o['measured_speedup_batch1']}",
+            f"{o.get('predicted_speedup_batched')} / {o['measured_speedup_batched']}",
             round(o["speedup_flops"], 3) if o["speedup_flops"] is not None else None)))
 
 

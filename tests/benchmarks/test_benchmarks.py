@@ -68,6 +68,17 @@ def test_dynamic_latency_benchmark(tiny_run):
         status = json.loads((run / "trials" / p["point_id"].split("/")[0] / "status.json").read_text())
         assert p["trial_spread"] == status["latency"]["spread"]
         assert ("its prediction was measured on a busy machine" in p.get("warning", "")) == (p["trial_spread"] > 0.10)
+    calib = {r["point_id"]: r for r in pq.read_table(run / "results.parquet").to_pylist() if r["split"] == "calibration"}
+    for p in points:  # the machine's pace and the speed-ups, predicted against measured
+        for k, col in (("batch1", "plain_latency_ms"), ("batched", "plain_latency_ms_batched")):
+            assert p[f"stored_plain_ms_{k}"] == pytest.approx(calib[p["point_id"]][col], rel=1e-3)  # the trial's own time
+            assert p[f"pace_{k}"] == pytest.approx(p[f"plain_ms_{k}"] / p[f"stored_plain_ms_{k}"], rel=1e-3)
+            assert p[f"predicted_speedup_{k}"] == pytest.approx(p[f"stored_plain_ms_{k}"] / p[f"predicted_ms_{k}"], rel=1e-3)
+            assert p[f"speedup_ratio_{k}"] == pytest.approx(p[f"predicted_speedup_{k}"] / p[f"measured_speedup_{k}"], rel=1e-3)
+            assert p[f"speedup_ratio_{k}"] == pytest.approx(1 / (p[f"ratio_{k}"] * p[f"pace_{k}"]), rel=1e-2)
+    for k in ("batch1", "batched"):
+        assert summary[f"speedup_within_tolerance_{k}"] == sum(abs(p[f"speedup_ratio_{k}"] - 1) <= 0.1 for p in points)
+        assert summary[f"pace_{k}_range"] == [min(p[f"pace_{k}"] for p in points), max(p[f"pace_{k}"] for p in points)]
     assert summary["default_point"] in front and 0 <= summary["beat_plain_batch1"] <= len(front)
     one = bench([sys.executable, "-m", "benchmarks.dynamic_latency", str(run), "--point-id", points[0]["point_id"],
                  "--images", "4", "--batches", "1", "--rounds", "1", "--warmup-seconds", "0", "--retime"])
