@@ -53,6 +53,12 @@ BUDGETS = {
     "smoke": Budget("smoke", epochs=8, data_size="tiny", trials=12, calibration={"seconds_per_epoch": 0.01}),
     # the benchmark: sixteen epochs (rungs 1, 2, 4, 8), a tenth of a second each
     "full": Budget("full", epochs=16, data_size="tiny", trials=32, calibration={"seconds_per_epoch": 0.1}),
+    # the same with a third (rungs 1, 3, 9) and a quarter (rungs 1, 4) of a rung's trials going on: Syne Tune's
+    # and Ray Tune's default reduction factors, for the benchmark's sweep (--sim-budgets)
+    "full-rf3": Budget("full-rf3", epochs=16, data_size="tiny", trials=32, calibration={"seconds_per_epoch": 0.1},
+                       reduction_factor=3.0),
+    "full-rf4": Budget("full-rf4", epochs=16, data_size="tiny", trials=32, calibration={"seconds_per_epoch": 0.1},
+                       reduction_factor=4.0),
 }
 
 DECLARATION = Declaration(

@@ -1,6 +1,6 @@
 """Multi-objective early stopping, measured: FIFO (no stopping) vs ASHA on a weighted sum vs MOASHA, in one command.
 
-    python3 -m benchmarks.mo_early_stopping [--quick] [--seeds 3] [--sim-trials 32] [--real-trials 8] [--no-real]
+    python3 -m benchmarks.mo_early_stopping [--quick] [--seeds 3] [--sim-trials 32] [--sim-budgets full] [--real-trials 8] [--no-real]
         [--parts simulator,better_mistakes,sampler] [--data-root ../shared/data/cifar10]
 
 1. `simulator`: the learning-curve simulator (benchmarks/learning_curves.py, budget `full`: 16 epochs
@@ -29,6 +29,14 @@ hypervolume, epochs, wall time; the epochs each needed to reach 98% of FIFO's fi
 and MOASHA's hypervolume over asha_sum's at equal epochs (the fewer of the two spent), then the
 means over seeds with the issue's targets: MOASHA within 2% of FIFO's final hypervolume using at
 most 40% of its epochs, and above asha_sum at equal epochs.
+
+For the simulator (one point per trial, two objectives) each seed also gets a bound from the FIFO
+run's own trials, `oracle_epochs_over_fifo`: the epochs a rule that knew every trial's final
+values would spend to keep 98% of FIFO's final hypervolume (the fewest trials that keep it, found
+exactly, trained to the end; every other stopped at the first rung), over FIFO's epochs. Where it
+is above the 40% target, no stopping rule keeps that front's hypervolume at that cost from those
+trials. `--sim-budgets full,full-rf3,full-rf4` repeats the simulator at reduction factors 2, 3 and
+4 (the same 16 epochs; rungs 1, 2, 4, 8 / 1, 3, 9 / 1, 4).
 
 `--parts` picks which of the three run (default all; `--no-real` drops `better_mistakes`).
 `--quick` runs every part small (one seed, the simulator's 8-epoch budget, better_mistakes on tiny
@@ -123,6 +131,52 @@ def _measure(run_dir: Path, reference: np.ndarray) -> dict[str, Any]:
             "_hv": p.hypervolume}
 
 
+def fewest_points_for(points: np.ndarray, reference: np.ndarray, fraction: float) -> int:
+    """The fewest of `points` (two objectives, both minimised) whose front keeps `fraction` of the
+    hypervolume of all of them against `reference`: exact, by dynamic programming over the front
+    sorted on the first objective (a subset's hypervolume is a sum of rectangles, each from a chosen
+    point to the next chosen one). 0 when the points dominate nothing."""
+    from trainables.pareto import hypervolume, non_dominated_mask
+
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1) & (pts < reference).all(axis=1)]
+    if not len(pts):
+        return 0
+    front = np.unique(pts[non_dominated_mask(pts, [False, False])], axis=0)
+    front = front[np.argsort(front[:, 0], kind="stable")]
+    total = hypervolume(front, reference, [False, False])
+    f1, height = front[:, 0], reference[1] - front[:, 1]
+    # best[i]: the largest hypervolume of c chosen points, the one with the smallest f1 being front[i]
+    best = (reference[0] - f1) * height
+    for c in range(1, len(front) + 1):
+        if best.max() >= fraction * total - 1e-12 * total:
+            return c
+        nxt = np.full(len(front), -np.inf)
+        for i in range(len(front) - 1):
+            nxt[i] = np.max((f1[i + 1:] - f1[i]) * height[i] + best[i + 1:])
+        best = nxt
+    return len(front)
+
+
+def oracle_epochs(run_dir: Path, reference: np.ndarray, fraction: float) -> float | None:
+    """A bound from a FIFO run's own trials: the epochs a stopping rule that knew the final values
+    would spend to keep `fraction` of the run's final hypervolume (the fewest trials that do it
+    trained to the end, every other one to the first rung), over the run's epochs. None unless the
+    run's trials each give one point on two objectives."""
+    spec = json.loads((run_dir / "spec.json").read_text())
+    pts = _complete_points(run_dir)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        return None
+    from reports.tables import load_run
+
+    if load_run(run_dir).results.pipe(lambda r: r[r.split.eq("calibration") & r.status.eq("complete")]).trial_id.duplicated().any():
+        return None
+    detail = spec["budget_detail"]
+    max_t, grace, n = int(detail["epochs"]), int(detail.get("grace_period") or 1), len(pts)
+    c = fewest_points_for(pts, reference, fraction)
+    return (c * max_t + (n - c) * grace) / (n * max_t)
+
+
 def _hv_at(m: dict[str, Any], epochs: float) -> float:
     """The run's front's hypervolume once `epochs` epochs had been spent."""
     i = int(np.searchsorted(m["_epochs"], epochs, side="right"))
@@ -155,6 +209,7 @@ def compare(problem: str, space_args: list[str], seeds: list[int], trials: int) 
         names, _ = hypervolume_axes(decl)
         reference = reference_beyond_worst(np.concatenate([_complete_points(r) for r in runs.values()]), decl.maximize(names))
         measured = {k: _measure(r, reference) for k, r in runs.items()}
+        oracles = {seed: oracle_epochs(runs[seed, "fifo"], reference, HV_TARGET) for seed in seeds}
     _print({"problem": problem, "hypervolume_of": list(names), "reference": reference.tolist(), "trials": trials,
             "seeds": seeds})
     per_seed = []
@@ -172,6 +227,7 @@ def compare(problem: str, space_args: list[str], seeds: list[int], trials: int) 
         for arm in ARMS:
             row[f"{arm}_epochs_to_98pct_of_fifo_hv_over_fifo_epochs"] = _ratio(
                 _epochs_to(measured[seed, arm], HV_TARGET * fifo["hypervolume"]), fifo["epochs"])
+        row["oracle_epochs_over_fifo"] = oracles[seed]
         mo, ws = measured[seed, "moasha"], measured[seed, "asha_sum"]
         equal = min(mo["epochs"], ws["epochs"])
         row["equal_epochs"] = equal
@@ -265,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="every part small: checks the command, measures nothing")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per problem (default 3; --quick 1)")
     ap.add_argument("--sim-trials", type=int, default=None, help="trials of each simulator run (default 32; --quick 12)")
+    ap.add_argument("--sim-budgets", default=None,
+                    help="the simulator's budgets, comma-separated (default full: reduction factor 2; full-rf3 and "
+                         "full-rf4: 3 and 4, the same 16 epochs)")
     ap.add_argument("--real-trials", type=int, default=None, help="trials of each better_mistakes run (default 8; --quick 3)")
     ap.add_argument("--ablation-seeds", type=int, default=None, help="seeds of the sampler ablation (default 10; --quick 2)")
     ap.add_argument("--no-real", action="store_true", help="skip the better_mistakes part")
@@ -285,8 +344,15 @@ def main(argv: list[str] | None = None) -> None:
     sim_trials = args.sim_trials or (12 if q else 32)
     real_trials = args.real_trials or (3 if q else 8)
     budget = "smoke" if q else "full"
+    from benchmarks.learning_curves import BUDGETS
+
+    sim_budgets = [b.strip() for b in (args.sim_budgets or budget).split(",") if b.strip()]
+    if not sim_budgets or set(sim_budgets) - set(BUDGETS):
+        ap.error(f"--sim-budgets {args.sim_budgets!r}: choose from {', '.join(BUDGETS)}")
     if "simulator" in parts:
-        compare("simulator", ["--space", "simulated_curves", "--data", "synthetic", "--budget", budget], seeds, sim_trials)
+        for b in sim_budgets:
+            compare("simulator" if b in ("full", "smoke") else f"simulator_{b}",
+                    ["--space", "simulated_curves", "--data", "synthetic", "--budget", b], seeds, sim_trials)
     if "better_mistakes" in parts:
         data = ["--data", "synthetic"] if args.data_root is None else \
             ["--data", "cifar10", "--data-root", str(Path(args.data_root).resolve())]

@@ -153,6 +153,10 @@ def test_mo_early_stopping_benchmark():
     summaries = {ln["problem"]: ln for ln in lines if "seeds" in ln and "mean_moasha_hv_over_fifo" in ln}
     assert set(summaries) == {"simulator", "better_mistakes"}
     assert all(s["mean_moasha_hv_over_fifo"] > 0 and s["mean_moasha_epochs_over_fifo"] <= 1 for s in summaries.values())
+    per_seed = {ln["problem"]: ln for ln in lines if "oracle_epochs_over_fifo" in ln}
+    # the bound from FIFO's own trials: at least every trial's first rung, at most every epoch; none on 3 objectives
+    assert 1 / 8 <= per_seed["simulator"]["oracle_epochs_over_fifo"] <= 1
+    assert per_seed["better_mistakes"]["oracle_epochs_over_fifo"] is None
     sampler = [ln for ln in lines if ln.get("problem") == "sampler" and "mean_rung_tpe_hv_over_tpe" in ln]
     assert {ln["rule"] for ln in sampler} == {"pareto", "weighted_sum"}
 
@@ -170,3 +174,36 @@ def test_mixed_precision_benchmark():
                    "shufflenet_v2_x1_0", "--input-size", "16", "--epochs", "1", "--threads", "1"])
     assert [ln.get("precision") for ln in lines[:2]] == ["fp32", "bf16"]
     assert lines[-1]["bf16_over_fp32_train_time"] > 0 and "macro_f1_change" in lines[-1]
+
+
+def test_the_fewest_points_keeping_a_share_of_the_hypervolume_match_a_search_over_every_subset():
+    """The oracle bound of benchmarks.mo_early_stopping: the fewest points whose front keeps a share of
+    the hypervolume, exact (dynamic programming) against trying every subset, on random fronts with
+    dominated points, duplicates and points beyond the reference."""
+    import itertools
+
+    import numpy as np
+
+    from benchmarks.mo_early_stopping import fewest_points_for
+    from trainables.pareto import hypervolume
+
+    rng = np.random.default_rng(0)
+    ref = np.array([1.2, 1.2])
+    for case in range(40):
+        n = int(rng.integers(1, 9))
+        a = rng.uniform(0, np.pi / 2, n)
+        pts = np.stack([np.cos(a), np.sin(a)], axis=1) * rng.uniform(0.6, 1.3, (n, 1))
+        if case % 5 == 0:
+            pts = np.vstack([pts, pts[:1]])  # a duplicate
+        total = hypervolume(pts, ref, [False, False])
+        for share in (0.5, 0.9, 0.98, 1.0):
+            got = fewest_points_for(pts, ref, share)
+            if total == 0:
+                assert got == 0
+                continue
+            want = next(c for c in range(1, len(pts) + 1) if any(
+                hypervolume(pts[list(s)], ref, [False, False]) >= share * total - 1e-12
+                for s in itertools.combinations(range(len(pts)), c)))
+            assert got == want, (case, share, pts.tolist())
+    # one point dominating every other: it alone keeps it all
+    assert fewest_points_for(np.array([[0.1, 0.1], [0.5, 0.5], [0.2, 0.9]]), ref, 1.0) == 1
