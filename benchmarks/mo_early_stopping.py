@@ -1,7 +1,8 @@
 """Multi-objective early stopping, measured: FIFO (no stopping) vs ASHA on a weighted sum vs MOASHA, in one command.
 
     python3 -m benchmarks.mo_early_stopping [--quick] [--seeds 3] [--sim-trials 32] [--sim-budgets full] [--real-trials 8] [--no-real]
-        [--parts simulator,better_mistakes,sampler] [--data-root ../shared/data/cifar10]
+        [--rule-trials 32,64,128] [--rule-seeds 10]
+        [--parts simulator,better_mistakes,sampler,rule_alone] [--data-root ../shared/data/cifar10]
 
 1. `simulator`: the learning-curve simulator (benchmarks/learning_curves.py, budget `full`: 16 epochs
    of 0.1 s, rungs at 1, 2, 4, 8), through the real search path (`python3 -m search.run`, Ray Tune,
@@ -30,6 +31,15 @@ and MOASHA's hypervolume over asha_sum's at equal epochs (the fewer of the two s
 means over seeds with the issue's targets: MOASHA within 2% of FIFO's final hypervolume using at
 most 40% of its epochs, and above asha_sum at equal epochs.
 
+4. `rule_alone`: the rules apart from Tune, timing and parallel trials: the simulator one trial at a
+   time in this process, FIFO vs the weighted sum vs MOASHA (search/moasha.py deciding at every
+   rung), with a random sampler (the same trials for every rule at a seed) and with TPE (told each
+   complete trial's values, a stopped one as pruned), for each `--sim-budgets` budget and each of
+   `--rule-trials` (default 32, 64, 128), `--rule-seeds` seeds (default 10): one line per setting
+   with the means over seeds (hypervolume and epochs over FIFO's, MOASHA over the weighted sum at
+   equal epochs, the bound below), the seeds meeting the target and the seeds where MOASHA is
+   ahead. Seconds, not minutes: no trial sleeps.
+
 For the simulator (one point per trial, two objectives) each seed also gets a bound from the FIFO
 run's own trials, `oracle_epochs_over_fifo`: the epochs a rule that knew every trial's final
 values would spend to keep 98% of FIFO's final hypervolume (the fewest trials that keep it, found
@@ -38,7 +48,7 @@ is above the 40% target, no stopping rule keeps that front's hypervolume at that
 trials. `--sim-budgets full,full-rf3,full-rf4` repeats the simulator at reduction factors 2, 3 and
 4 (the same 16 epochs; rungs 1, 2, 4, 8 / 1, 3, 9 / 1, 4).
 
-`--parts` picks which of the three run (default all; `--no-real` drops `better_mistakes`).
+`--parts` picks which of the four run (default all; `--no-real` drops `better_mistakes`).
 `--quick` runs every part small (one seed, the simulator's 8-epoch budget, better_mistakes on tiny
 data), to check the command, not to measure.
 """
@@ -61,7 +71,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("fifo", "asha_sum", "moasha")
-PARTS = ("simulator", "better_mistakes", "sampler")
+PARTS = ("simulator", "better_mistakes", "sampler", "rule_alone")
 HV_TARGET, EPOCH_TARGET = 0.98, 0.40
 
 
@@ -316,6 +326,98 @@ def sampler_ablation(seeds: list[int], trials: int, budget_name: str) -> list[di
     return summaries
 
 
+def _one_at_a_time(seed: int, trials: int, budget, rule: str | None,
+                   sampler: str) -> tuple[list[np.ndarray], list[int], int]:
+    """A search of `trials` simulator trials one at a time in this process: `rule` None trains every trial
+    to the end (FIFO), else MOASHA's scheduler (search/moasha.py) decides at every rung under that rule.
+    `sampler` proposes the trials: `random` (the same trials for every rule at a seed) or `tpe` (Optuna's
+    TPE, told each complete trial's final values and a stopped one as pruned). Returns the complete
+    trials' final values in the order they completed, the epochs spent when each completed, and the epochs
+    spent in all."""
+    import optuna
+
+    from benchmarks.learning_curves import define, values_at
+    from search.moasha import MOASHA
+    from search.prepare import trial_seed
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    smp = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else \
+        optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=smp)
+    sched = MOASHA({"f1": "min", "f2": "min"}, budget.epochs, grace_period=budget.grace_period,
+                   reduction_factor=budget.reduction_factor, rule=rule or "pareto")
+    finals, at, spent = [], [], 0
+    for k in range(trials):
+        t = study.ask()
+        define(t, budget)
+        tid, s = f"{seed}-{k}", trial_seed(seed, f"{seed}-{k}")
+        for epoch in range(1, budget.epochs + 1):
+            spent += 1
+            values = values_at(t.params, s, epoch)
+            if rule and epoch < budget.epochs and sched.decide(tid, epoch, values.tolist()) == "STOP":
+                study.tell(t, None, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(t, values.tolist())
+            finals.append(values)
+            at.append(spent)
+    return finals, at, spent
+
+
+def rule_alone(seeds: list[int], trial_counts: list[int], budget_names: list[str],
+               samplers: tuple[str, ...] = ("random", "tpe")) -> list[dict[str, Any]]:
+    """The stopping rules apart from Tune and from timing: the simulator one trial at a time (`_one_at_a_time`),
+    FIFO, the weighted sum and MOASHA, for each sampler, budget (reduction factor) and trial count; per
+    setting the means over seeds of each rule's final hypervolume and epochs over FIFO's, how many seeds
+    meet the issue's target, MOASHA over the weighted sum at equal epochs, and the bound from FIFO's trials."""
+    from benchmarks.learning_curves import BUDGETS
+    from reports.progress import reference_beyond_worst
+    from trainables.pareto import hypervolume
+
+    out = []
+    for sampler in samplers:
+        for name in budget_names:
+            budget = BUDGETS[name]
+            for trials in trial_counts:
+                per_seed = []
+                for seed in seeds:
+                    runs = {arm: _one_at_a_time(seed, trials, budget, rule, sampler)
+                            for arm, rule in (("fifo", None), ("asha_sum", "weighted_sum"), ("moasha", "pareto"))}
+                    ref = reference_beyond_worst(np.concatenate([np.array(f).reshape(-1, 2) for f, _, _ in runs.values()]),
+                                                 [False, False])
+                    curve = {arm: {"_epochs": np.array(at, dtype=np.float64),
+                                   "_hv": np.array([hypervolume(np.array(f[: i + 1]), ref, [False, False])
+                                                    for i in range(len(f))])} for arm, (f, at, _) in runs.items()}
+                    hv = {arm: float(c["_hv"][-1]) if len(c["_hv"]) else 0.0 for arm, c in curve.items()}
+                    spent = {arm: r[2] for arm, r in runs.items()}
+                    fifo_epochs = spent["fifo"]
+                    row = {}
+                    for arm in ("asha_sum", "moasha"):
+                        row[f"{arm}_hv"], row[f"{arm}_epochs"] = hv[arm] / hv["fifo"], spent[arm] / fifo_epochs
+                    equal = min(spent["asha_sum"], spent["moasha"])
+                    row["moasha_over_asha_sum_at_equal_epochs"] = _ratio(_hv_at(curve["moasha"], equal),
+                                                                         _hv_at(curve["asha_sum"], equal))
+                    c = fewest_points_for(np.array(runs["fifo"][0]), ref, HV_TARGET)
+                    row["oracle_epochs"] = (c * budget.epochs + (trials - c) * budget.grace_period) / fifo_epochs
+                    per_seed.append(row)
+
+                def mean(key: str) -> float:
+                    return statistics.fmean(r[key] for r in per_seed if r[key] is not None)
+
+                line = {"problem": "rule_alone", "sampler": sampler, "budget": name,
+                        "reduction_factor": budget.reduction_factor, "trials": trials, "seeds": len(seeds),
+                        **{f"mean_{k}": mean(k) for k in per_seed[0]},
+                        "min_moasha_hv": min(r["moasha_hv"] for r in per_seed),
+                        "max_moasha_epochs": max(r["moasha_epochs"] for r in per_seed),
+                        "seeds_meeting_target": sum(1 for r in per_seed if r["moasha_hv"] >= HV_TARGET
+                                                    and r["moasha_epochs"] <= EPOCH_TARGET),
+                        "seeds_moasha_beats_asha_sum_at_equal_epochs": sum(
+                            1 for r in per_seed if (r["moasha_over_asha_sum_at_equal_epochs"] or 0) > 1.0)}
+                _print(line)
+                out.append(line)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m benchmarks.mo_early_stopping", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="every part small: checks the command, measures nothing")
@@ -326,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
                          "full-rf4: 3 and 4, the same 16 epochs)")
     ap.add_argument("--real-trials", type=int, default=None, help="trials of each better_mistakes run (default 8; --quick 3)")
     ap.add_argument("--ablation-seeds", type=int, default=None, help="seeds of the sampler ablation (default 10; --quick 2)")
+    ap.add_argument("--rule-trials", default=None,
+                    help="trial counts of the rule_alone part, comma-separated (default 32,64,128; --quick 12)")
+    ap.add_argument("--rule-seeds", type=int, default=None, help="seeds of the rule_alone part (default 10; --quick 2)")
     ap.add_argument("--no-real", action="store_true", help="skip the better_mistakes part")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default {','.join(PARTS)})")
     ap.add_argument("--data-root", default=None, help="run the better_mistakes part on real CIFAR-10 from this directory "
@@ -361,6 +466,14 @@ def main(argv: list[str] | None = None) -> None:
                 seeds, real_trials)
     if "sampler" in parts:
         sampler_ablation(list(range(args.ablation_seeds or (2 if q else 10))), 20 if q else 48, budget)
+    if "rule_alone" in parts:
+        try:
+            counts = [int(x) for x in args.rule_trials.split(",")] if args.rule_trials else ([12] if q else [32, 64, 128])
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            ap.error(f"--rule-trials {args.rule_trials!r}: give trial counts above 0, comma-separated (e.g. 32,64)")
+        rule_alone(list(range(args.rule_seeds or (2 if q else 10))), counts, sim_budgets)
 
 
 if __name__ == "__main__":

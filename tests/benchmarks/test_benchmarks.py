@@ -159,10 +159,17 @@ def test_mo_early_stopping_benchmark():
     assert per_seed["better_mistakes"]["oracle_epochs_over_fifo"] is None
     sampler = [ln for ln in lines if ln.get("problem") == "sampler" and "mean_rung_tpe_hv_over_tpe" in ln]
     assert {ln["rule"] for ln in sampler} == {"pareto", "weighted_sum"}
+    alone = {ln["sampler"]: ln for ln in lines if ln.get("problem") == "rule_alone"}
+    assert set(alone) == {"random", "tpe"}  # the rules one trial at a time, each sampler
+    for ln in alone.values():
+        assert ln["trials"] == 12 and ln["seeds"] == 2 and 0 < ln["mean_moasha_epochs"] <= 1
+        assert 0 < ln["mean_moasha_hv"] and 1 / 8 <= ln["mean_oracle_epochs"] <= 1
+        assert 0 <= ln["seeds_meeting_target"] <= 2
 
 
 def test_mo_early_stopping_refuses_unknown_parts_and_a_missing_data_root(tmp_path):
-    for args, said in ((["--parts", "simulator,pbt"], "pbt is not a part; choose from simulator, better_mistakes, sampler"),
+    for args, said in ((["--parts", "simulator,pbt"], "pbt is not a part; choose from simulator, better_mistakes, sampler, rule_alone"),
+                       (["--parts", "rule_alone", "--rule-trials", "32,x"], "give trial counts above 0"),
                        (["--data-root", str(tmp_path / "none")], "is not a directory")):
         p = subprocess.run([sys.executable, "-m", "benchmarks.mo_early_stopping", *args], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
@@ -207,3 +214,27 @@ def test_the_fewest_points_keeping_a_share_of_the_hypervolume_match_a_search_ove
             assert got == want, (case, share, pts.tolist())
     # one point dominating every other: it alone keeps it all
     assert fewest_points_for(np.array([[0.1, 0.1], [0.5, 0.5], [0.2, 0.9]]), ref, 1.0) == 1
+
+
+def test_the_rules_one_at_a_time_with_a_random_sampler_see_the_same_trials():
+    """rule_alone's runs: with the random sampler every rule is offered the same trials at a seed, so
+    MOASHA's complete trials are some of FIFO's (the same final values), on fewer epochs; FIFO trains
+    every trial to the end."""
+    import numpy as np
+
+    from benchmarks.learning_curves import BUDGETS
+    from benchmarks.mo_early_stopping import _one_at_a_time
+
+    budget = BUDGETS["smoke"]
+    fifo, fifo_at, fifo_spent = _one_at_a_time(3, 16, budget, None, "random")
+    assert len(fifo) == 16 and fifo_spent == 16 * budget.epochs and fifo_at == [budget.epochs * (k + 1) for k in range(16)]
+    mo, mo_at, mo_spent = _one_at_a_time(3, 16, budget, "pareto", "random")
+    assert 1 <= len(mo) < 16 and mo_spent < fifo_spent and mo_at == sorted(mo_at) and mo_at[-1] <= mo_spent
+    assert all(any(np.array_equal(m, f) for f in fifo) for m in mo)
+
+
+def test_mo_early_stopping_repeats_the_rules_at_each_reduction_factor_asked():
+    lines = bench([sys.executable, "-m", "benchmarks.mo_early_stopping", "--parts", "rule_alone", "--rule-trials", "6",
+                   "--rule-seeds", "1", "--sim-budgets", "full,full-rf4"], timeout=300)
+    assert {(ln["sampler"], ln["budget"], ln["reduction_factor"], ln["trials"]) for ln in lines} == {
+        (s, b, rf, 6) for s in ("random", "tpe") for b, rf in (("full", 2.0), ("full-rf4", 4.0))}
