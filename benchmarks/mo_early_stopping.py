@@ -173,14 +173,17 @@ def oracle_epochs(run_dir: Path, reference: np.ndarray, fraction: float) -> floa
     would spend to keep `fraction` of the run's final hypervolume (the fewest trials that do it
     trained to the end, every other one to the first rung), over the run's epochs. None unless the
     run's trials each give one point on two objectives."""
-    spec = json.loads((run_dir / "spec.json").read_text())
-    pts = _complete_points(run_dir)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        return None
+    from reports.progress import hypervolume_axes
     from reports.tables import load_run
 
-    if load_run(run_dir).results.pipe(lambda r: r[r.split.eq("calibration") & r.status.eq("complete")]).trial_id.duplicated().any():
+    spec = json.loads((run_dir / "spec.json").read_text())
+    t = load_run(run_dir)
+    names, _ = hypervolume_axes(t.declaration)
+    r = t.results
+    rows = r[r.status.eq("complete") & r.split.eq("calibration") & ~r.reference.eq(True)]  # as _complete_points
+    if len(names) != 2 or rows.trial_id.duplicated().any():
         return None
+    pts = rows[list(names)].to_numpy(dtype=np.float64)
     detail = spec["budget_detail"]
     max_t, grace, n = int(detail["epochs"]), int(detail.get("grace_period") or 1), len(pts)
     c = fewest_points_for(pts, reference, fraction)
